@@ -1,0 +1,426 @@
+"""Named initialisation schemes: 'dslm', 'xavier', 'deepnorm', 'megatron', 'skip'.
+
+One function per scheme, a dispatcher (``init_model``) and a walk over typed submodules: every scheme states a
+rule per module type, never per parameter-name substring. ``InitRecord`` writes down which rule touched which
+tensor (fused Q/K/V slices separately) and refuses a tensor touched twice or left out, so the scope of a scheme
+is explicit and tested. Depth-dependent constants come from ``dslm_zoo.theory.recipe``.
+
+A scheme has two parts: the fixed scalars of the architecture (residual lambda/beta, tied-logit scale), which
+``'skip'`` also sets (from ``cfg.init``) because they are not stored in checkpoints, and the parameter draws.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .layers import (
+    Attention,
+    ConvSubsampler,
+    CrossAttention,
+    LayerNorm,
+    LMHead,
+    Mlp,
+    PatchEmbed,
+    RelativePositionBias,
+    SinusoidalPosition,
+    SpeechEmbedding,
+    TokenEmbedding,
+    Transformer,
+    ViTEmbedding,
+)
+from .layers.position import AlibiBias
+from .theory.recipe import (
+    SublayerSpec,
+    deepnorm_constants,
+    dslm_attention_schedule,
+    dslm_embedding_var,
+    dslm_ffn_var,
+    dslm_residual_scales,
+)
+
+__all__ = ["SCHEMES", "InitRule", "StackPlan", "InitRecord", "init_model", "set_scales", "stack_sublayer_specs"]
+
+SCHEMES = ("dslm", "xavier", "deepnorm", "megatron", "skip")
+_STD_002 = 0.02  # BERT / Megatron convention
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """What a scheme did to one tensor (or one fused slice): a normal draw of ``std`` or a constant ``value``."""
+
+    why: str
+    std: float | None = None
+    value: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.why}: N(0, {self.std:.6g}^2)" if self.std is not None else f"{self.why}: {self.value:g}"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """How a family feeds one of its stacks: the input correlation and, for cross-attention, the memory."""
+
+    stack: Transformer
+    r_in: float  # token correlation entering the stack (after embedding dropout)
+    memory: Transformer | None = None
+    role: str = "encoder"  # 'encoder' | 'decoder' (DeepNorm's constants depend on it)
+
+
+class InitRecord:
+    """Applies draws and records ``{tensor name: rule}``; refuses double initialisation."""
+
+    def __init__(self, model: nn.Module):
+        self._names = {id(p): n for n, p in model.named_parameters()}
+        self._numel = {n: p.numel() for n, p in model.named_parameters()}
+        self._covered: dict[str, int] = {}
+        self.rules: dict[str, InitRule] = {}
+
+    def _log(self, param: nn.Parameter, view: torch.Tensor, part: str, rule: InitRule) -> None:
+        name = self._names[id(param)]
+        key = f"{name}[{part}]" if part else name
+        if key in self.rules or (not part and name in self._covered):
+            raise RuntimeError(f"{key} would be initialised twice")
+        self.rules[key] = rule
+        self._covered[name] = self._covered.get(name, 0) + view.numel()
+
+    @torch.no_grad()
+    def normal(self, param: nn.Parameter, std: float, why: str, view: torch.Tensor | None = None, part: str = "") -> None:
+        t = param if view is None else view
+        t.normal_(0.0, std)
+        self._log(param, t, part, InitRule(why, std=std))
+
+    @torch.no_grad()
+    def const(self, param: nn.Parameter | None, value: float, why: str) -> None:
+        if param is None:
+            return
+        param.fill_(value)
+        self._log(param, param, "", InitRule(why, value=value))
+
+    def linear(self, lin: nn.Linear | nn.Conv1d | nn.Conv2d, std: float, why: str) -> None:
+        self.normal(lin.weight, std, why)
+        self.const(lin.bias, 0.0, "bias")
+
+    def check_complete(self) -> None:
+        missing = [n for n, k in self._numel.items() if self._covered.get(n, 0) != k]
+        if missing:
+            raise RuntimeError(f"init left these tensors (partly) untouched: {missing}")
+
+
+def stack_sublayer_specs(stack: Transformer, memory_corr: float | None = None) -> list[SublayerSpec]:
+    """The stack's residual sub-layers as the theory sees them, in forward order."""
+    specs = []
+    for res in stack.residuals():
+        b = res.branch
+        if isinstance(b, CrossAttention):
+            specs.append(SublayerSpec("cross_attn", stack.dim, seq_len=stack.memory_len, memory_corr=memory_corr))
+        elif isinstance(b, Attention):
+            specs.append(SublayerSpec("attn", stack.dim, causal=b.causal, seq_len=stack.seq_len))
+        else:
+            assert isinstance(b, Mlp)
+            specs.append(SublayerSpec("ffn", stack.dim, act=b.act_name, hidden_dim=b.fc1.out_features))
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixed scalars: residual lambda/beta and the tied-logit scale.
+
+
+def _token_tables(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (TokenEmbedding, ViTEmbedding, SpeechEmbedding))]
+
+
+def set_scales(model: nn.Module, scheme: str) -> None:
+    """Set every ``Residual``'s (lambda, beta) and every LM head's logit scale for ``scheme``."""
+    plans: list[StackPlan] = model.stack_plans()
+    n_enc = sum(p.stack.depth for p in plans if p.role == "encoder")
+    n_dec = sum(p.stack.depth for p in plans if p.role == "decoder")
+    for plan in plans:
+        stack = plan.stack
+        if scheme == "dslm":
+            lam, beta = dslm_residual_scales(stack.num_sublayers, model.cfg.dslm_k)
+        elif scheme == "deepnorm":
+            if stack.norm_first:
+                raise ValueError("'deepnorm' is defined for Post-LN stacks: build the model with norm_first=False")
+            lam, beta = deepnorm_constants(n_enc, n_dec, plan.role)[0], 1.0
+        else:
+            lam, beta = 1.0, 1.0
+        for res in stack.residuals():
+            res.set_scales(lam, beta)
+    p = model.cfg.drop_rate
+    for m in model.modules():
+        if isinstance(m, LMHead):
+            m.logit_scale = 1.0
+            if scheme == "dslm" and m.tied:
+                (emb,) = [e for e in _token_tables(model) if isinstance(e, TokenEmbedding) and e.word.weight is m.decoder.weight]
+                var_emb = dslm_embedding_var(emb.num_tables, p)
+                m.logit_scale = 1.0 / math.sqrt(m.decoder.in_features * var_emb)
+
+
+def _reset_buffers(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, (SinusoidalPosition, AlibiBias)):
+            m.reset_buffers()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The walk: handlers by module type, most specific first; a handled module's children are not visited again.
+
+Handler = Callable[[nn.Module], None]
+
+
+def _walk(module: nn.Module, handlers: list[tuple[type, Handler]]) -> None:
+    for cls, fn in handlers:
+        if isinstance(module, cls):
+            fn(module)
+            return
+    for child in module.children():
+        _walk(child, handlers)
+
+
+def _norm(rec: InitRecord) -> tuple[type, Handler]:
+    def fn(m: nn.Module) -> None:
+        rec.const(m.weight, 1.0, "LayerNorm gain")
+        rec.const(m.bias, 0.0, "LayerNorm bias")
+
+    return (nn.LayerNorm, fn)
+
+
+def _zero_rel_bias(rec: InitRecord) -> tuple[type, Handler]:
+    # zero relative bias = position-free logits at init, which is what every scheme's logit variance assumes
+    return (RelativePositionBias, lambda m: rec.const(m.bias.weight, 0.0, "relative position bias"))
+
+
+StdFn = Callable[[int, str, int, int], float]  # (sub-layer index, role, fan_in, fan_out) -> std
+
+
+def _init_stack(rec: InitRecord, stack: Transformer, std_of: StdFn, why: str) -> None:
+    """Draw every projection of a stack with ``std_of``; roles q, k, v, o (attention) and fc1, fc2 (FFN).
+
+    Q, K and V are drawn as separate (d, d) matrices, also where one fused Linear holds them.
+    """
+    for i, res in enumerate(stack.residuals()):
+        b = res.branch
+        if isinstance(b, Attention):
+            d = b.proj.in_features
+            cross = isinstance(b, CrossAttention)
+            for role, view in (("q", b.q_weight()), ("k", b.k_weight()), ("v", b.v_weight())):
+                owner = (b.q.weight if role == "q" else b.kv.weight) if cross else b.qkv.weight
+                rec.normal(owner, std_of(i, role, d, d), f"{why} W_{role.upper()}", view=view, part=role)
+            for bias in (b.q.bias, b.kv.bias) if cross else (b.qkv.bias,):
+                rec.const(bias, 0.0, "bias")
+            rec.linear(b.proj, std_of(i, "o", d, d), f"{why} W_O")
+        else:
+            assert isinstance(b, Mlp)
+            d, h = b.fc1.in_features, b.fc1.out_features
+            rec.linear(b.fc1, std_of(i, "fc1", d, h), f"{why} FFN W1")
+            rec.linear(b.fc2, std_of(i, "fc2", h, d), f"{why} FFN W2")
+    _walk(stack, [_norm(rec), _zero_rel_bias(rec)])
+
+
+def _xavier(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
+    return gain * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _xavier_std(lin: nn.Module) -> float:
+    """Xavier-normal std of a Linear or Conv weight (fans include the kernel size)."""
+    w = lin.weight
+    rf = w[0, 0].numel()
+    return _xavier(w.shape[1] * rf, w.shape[0] * rf)
+
+
+def _baseline_inputs_and_heads(rec: InitRecord, std_of: Callable[[nn.Module], float], why: str) -> list[tuple[type, Handler]]:
+    """Embedding tables at 0.02, convs/linears at ``std_of`` (the Xavier and Megatron baselines)."""
+
+    def tokens(m: TokenEmbedding) -> None:
+        for t in (m.word, m.pos, m.segment):
+            if isinstance(t, nn.Embedding):
+                rec.normal(t.weight, _STD_002, f"{why} embedding")
+            elif isinstance(t, SinusoidalPosition):
+                t.variance = 0.5
+
+    def vit(m: ViTEmbedding) -> None:
+        rec.linear(m.patch_embed.proj, std_of(m.patch_embed.proj), f"{why} patch projection")
+        if m.cls_token is not None:
+            rec.normal(m.cls_token, _STD_002, f"{why} class token")
+        rec.normal(m.pos_embed, _STD_002, f"{why} position table")
+
+    def speech(m: SpeechEmbedding) -> None:
+        rec.linear(m.subsample.conv1, std_of(m.subsample.conv1), f"{why} subsampler conv1")
+        rec.linear(m.subsample.conv2, std_of(m.subsample.conv2), f"{why} subsampler conv2")
+        m.pos.variance = 0.5
+
+    def lm_head(m: LMHead) -> None:
+        _walk_head_rest(rec, m, lambda lin: std_of(lin), why)
+
+    return [
+        (TokenEmbedding, tokens),
+        (ViTEmbedding, vit),
+        (SpeechEmbedding, speech),
+        (LMHead, lm_head),
+        _norm(rec),
+        (nn.Linear, lambda m: rec.linear(m, std_of(m), f"{why} head")),
+    ]
+
+
+def _walk_head_rest(rec: InitRecord, m: LMHead, std_of: Callable[[nn.Linear], float], why: str) -> None:
+    """An LM head: its own dense layers and norm; the tied decoder weight belongs to the embedding."""
+    if not m.tied:
+        rec.normal(m.decoder.weight, std_of(m.decoder), f"{why} LM decoder")
+    rec.const(m.decoder.bias, 0.0, "LM decoder bias")
+    for child_name, child in m.named_children():
+        if child_name == "decoder":
+            continue
+        _walk(child, [_norm(rec), (nn.Linear, lambda lin: rec.linear(lin, std_of(lin), f"{why} LM head dense"))])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The schemes.
+
+
+def init_dslm(model: nn.Module, rec: InitRecord) -> None:
+    """Kedia et al. 2024, Sec. 4: unit forward gain for every block after dropout, fixed lambda/beta.
+
+    - W_Q, W_K: variance 1/d (unit logit variance at unit input variance).
+    - W_V, W_O of sub-layer l: variance sqrt(g_l)/d each, g_l = (1-p)/A(r_l, L) from the correlation recursion
+      (``dslm_attention_schedule``); the paper's large-L limit is A = r_l.
+    - FFN W1, W2: ``dslm_ffn_var`` (ReLU closed form; GeLU solved from the GeLU moments).
+    - Embedding tables: variance (1-p)/n_t each; ViT patch projection: fan_in sigma^2 E[pixel^2] = (1-p)/n_t with
+      normalised pixels (E[pixel^2] ~ 1); speech subsampler: conv1 keeps unit variance (sigma^2 = 1/fan_in),
+      conv2 after ReLU (second moment 1/2) gives (1-p)/n_t: sigma^2 = 2 (1-p) / (n_t fan_in).
+    - Heads: std 1/sqrt(fan_in); LayerNorm gain 1, all biases 0.
+    """
+    cfg = model.cfg
+    p = cfg.drop_rate
+    out_corr: dict[int, float] = {}
+    for plan in model.stack_plans():
+        stack = plan.stack
+        mem_corr = None if plan.memory is None else out_corr[id(plan.memory)]
+        gains, corrs = dslm_attention_schedule(
+            stack_sublayer_specs(stack, mem_corr), plan.r_in, stack.num_sublayers, cfg.dslm_k, p, cfg.attn_drop_rate
+        )
+        out_corr[id(stack)] = corrs[-1]
+        d, branches = stack.dim, [r.branch for r in stack.residuals()]
+
+        def std_of(i: int, role: str, fan_in: int, fan_out: int, gains=gains, d=d, branches=branches) -> float:
+            if role in ("q", "k"):
+                return 1.0 / math.sqrt(d)
+            if role in ("v", "o"):
+                return math.sqrt(math.sqrt(gains[i]) / d)
+            return math.sqrt(dslm_ffn_var(d, branches[i].fc1.out_features, p, branches[i].act_name))
+
+        _init_stack(rec, stack, std_of, "dslm")
+
+    def tokens(m: TokenEmbedding) -> None:
+        std = math.sqrt(dslm_embedding_var(m.num_tables, p))
+        for t in (m.word, m.pos, m.segment):
+            if isinstance(t, nn.Embedding):
+                rec.normal(t.weight, std, "dslm embedding (1-p)/n_t")
+            elif isinstance(t, SinusoidalPosition):
+                t.variance = std * std
+
+    def vit(m: ViTEmbedding) -> None:
+        var = dslm_embedding_var(m.num_tables, p)
+        proj = m.patch_embed.proj
+        rec.linear(proj, math.sqrt(var / proj.weight[0].numel()), "dslm patch projection")
+        if m.cls_token is not None:
+            rec.normal(m.cls_token, math.sqrt(var), "dslm class token")
+        rec.normal(m.pos_embed, math.sqrt(var), "dslm position table")
+
+    def speech(m: SpeechEmbedding) -> None:
+        var = dslm_embedding_var(m.num_tables, p)
+        c1, c2 = m.subsample.conv1, m.subsample.conv2
+        rec.linear(c1, math.sqrt(1.0 / c1.weight[0].numel()), "dslm subsampler conv1")
+        rec.linear(c2, math.sqrt(2.0 * var / c2.weight[0].numel()), "dslm subsampler conv2")
+        m.pos.variance = var
+
+    def fan_in_std(lin: nn.Module) -> float:
+        return 1.0 / math.sqrt(lin.weight[0].numel())
+
+    _walk(
+        model,
+        [
+            (Transformer, lambda m: None),  # done above, in plan order
+            (TokenEmbedding, tokens),
+            (ViTEmbedding, vit),
+            (SpeechEmbedding, speech),
+            (LMHead, lambda m: _walk_head_rest(rec, m, fan_in_std, "dslm")),
+            _norm(rec),
+            (nn.Linear, lambda m: rec.linear(m, fan_in_std(m), "dslm head 1/sqrt(fan_in)")),
+        ],
+    )
+
+
+def init_xavier(model: nn.Module, rec: InitRecord) -> None:
+    """The authors' baseline: Xavier-normal for every projection (W_Q, W_K, W_V as separate d x d matrices),
+    embedding tables N(0, 0.02^2), LayerNorm 1/0, biases 0, lambda = beta = 1."""
+    _walk(
+        model,
+        [(Transformer, lambda s: _init_stack(rec, s, lambda i, role, fi, fo: _xavier(fi, fo), "xavier"))]
+        + _baseline_inputs_and_heads(rec, _xavier_std, "xavier"),
+    )
+
+
+def init_deepnorm(model: nn.Module, rec: InitRecord) -> None:
+    """DeepNet (Wang et al. 2022): Post-LN x <- LN(alpha x + F(x)); Xavier-normal everywhere, with W_V, W_O, FFN
+    W1 and W2 scaled by the stack's beta (cross-attention's too). Embeddings and heads are not scaled."""
+    plans = model.stack_plans()
+    n_enc = sum(p.stack.depth for p in plans if p.role == "encoder")
+    n_dec = sum(p.stack.depth for p in plans if p.role == "decoder")
+    role_of = {id(p.stack): p.role for p in plans}
+
+    def stack(s: Transformer) -> None:
+        beta = deepnorm_constants(n_enc, n_dec, role_of[id(s)])[1]
+        scaled = ("v", "o", "fc1", "fc2")
+        _init_stack(rec, s, lambda i, role, fi, fo: _xavier(fi, fo, beta if role in scaled else 1.0), "deepnorm")
+
+    _walk(model, [(Transformer, stack)] + _baseline_inputs_and_heads(rec, _xavier_std, "deepnorm"))
+
+
+def init_megatron(model: nn.Module, rec: InitRecord) -> None:
+    """Megatron-LM / GPT-2 scaled init: N(0, 0.02^2) everywhere, output projections (W_O, FFN W2) of a stack of n
+    layers N(0, (0.02/sqrt(2n))^2); LayerNorm 1/0, biases 0."""
+
+    def stack(s: Transformer) -> None:
+        out_std = _STD_002 / math.sqrt(2 * s.depth)
+        _init_stack(rec, s, lambda i, role, fi, fo: out_std if role in ("o", "fc2") else _STD_002, "megatron")
+
+    _walk(model, [(Transformer, stack)] + _baseline_inputs_and_heads(rec, lambda lin: _STD_002, "megatron"))
+
+
+def init_skip(model: nn.Module, rec: InitRecord) -> None:
+    """Touch no parameter (pretrained weights will overwrite them)."""
+
+
+_SCHEME_FNS: dict[str, Callable[[nn.Module, InitRecord], None]] = {
+    "dslm": init_dslm,
+    "xavier": init_xavier,
+    "deepnorm": init_deepnorm,
+    "megatron": init_megatron,
+    "skip": init_skip,
+}
+
+
+def init_model(model: nn.Module, scheme: str) -> dict[str, InitRule]:
+    """Initialise ``model`` with ``scheme``; returns ``{tensor name: rule}`` (empty for 'skip').
+
+    Works on the meta device too (draws are no-ops there), which is how the theory reads a scheme's standard
+    deviations for a 1000-layer config without allocating it. Fused Q/K/V slices are named ``weight[q]`` etc.
+
+    The model's config records the scheme (``cfg.init``) so that saving and rebuilding give the same scalars.
+    """
+    if scheme not in _SCHEME_FNS:
+        raise ValueError(f"unknown init scheme {scheme!r}; expected one of {list(_SCHEME_FNS)}")
+    arch_scheme = model.cfg.init if scheme == "skip" else scheme
+    set_scales(model, arch_scheme)  # first: it validates (e.g. deepnorm needs Post-LN) before any draw
+    rec = InitRecord(model)
+    _SCHEME_FNS[scheme](model, rec)
+    _reset_buffers(model)
+    if scheme != "skip":
+        rec.check_complete()
+        if model.cfg.init != scheme:
+            model.cfg = model.cfg.replace(init=scheme)
+    return rec.rules

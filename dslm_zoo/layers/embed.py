@@ -1,0 +1,150 @@
+"""Input embeddings: summed token tables, ViT patch embedding, and a strided-conv speech subsampler.
+
+Each reports ``num_tables`` (n_t of Kedia et al. 2024, Sec. 4 step 2), the number of independent summed sources,
+so that the DSLM scheme can give every table variance (1-p)/n_t.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position import SinusoidalPosition
+
+__all__ = ["TokenEmbedding", "PatchEmbed", "ViTEmbedding", "ConvSubsampler", "SpeechEmbedding"]
+
+
+class TokenEmbedding(nn.Module):
+    """word [+ absolute position] [+ segment] tables, summed, then dropout."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        max_len: int,
+        pos_embed: str = "learned",
+        type_vocab_size: int = 0,
+        drop: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, dim, device=device, dtype=dtype)
+        self.pos: nn.Module | None
+        if pos_embed == "learned":
+            self.pos = nn.Embedding(max_len, dim, device=device, dtype=dtype)
+        elif pos_embed == "sinusoidal":
+            self.pos = SinusoidalPosition(max_len, dim, device=device, dtype=dtype)
+        else:  # alibi / relative / none act on logits, not here
+            self.pos = None
+        self.segment = nn.Embedding(type_vocab_size, dim, device=device, dtype=dtype) if type_vocab_size else None
+        self.drop = nn.Dropout(drop)
+        self.max_len = max_len
+
+    @property
+    def num_tables(self) -> int:
+        return 1 + (self.pos is not None) + (self.segment is not None)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        N = input_ids.shape[1]
+        if N > self.max_len and self.pos is not None:
+            raise ValueError(f"sequence length {N} exceeds the model's maximum of {self.max_len}")
+        x = self.word(input_ids)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(N, device=input_ids.device))
+        if self.segment is not None:
+            tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            x = x + self.segment(tt)
+        return self.drop(x)
+
+
+class PatchEmbed(nn.Module):
+    """Image to patch tokens with a stride-``patch_size`` convolution (Dosovitskiy et al. 2021)."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, dim: int, device=None, dtype=None):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch_size}")
+        self.img_size, self.patch_size = img_size, patch_size
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ConvSubsampler(nn.Module):
+    """Two stride-2 1-D convolutions with a ReLU between: fbank frames (B, T, n_mels) -> (B, ~T/4, dim)."""
+
+    def __init__(self, in_dim: int, channels: int, dim: int, kernel_size: int = 5, device=None, dtype=None):
+        super().__init__()
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv1d(in_dim, channels, kernel_size, stride=2, padding=pad, device=device, dtype=dtype)
+        self.conv2 = nn.Conv1d(channels, dim, kernel_size, stride=2, padding=pad, device=device, dtype=dtype)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for conv in (self.conv1, self.conv2):
+            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+            lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+        return lengths
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x.transpose(1, 2)))
+        return self.conv2(x).transpose(1, 2)
+
+
+class ViTEmbedding(nn.Module):
+    """Patch tokens [+ class token] + learned absolute positions, then dropout (timm VisionTransformer layout)."""
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        dim: int,
+        class_token: bool = True,
+        drop: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, dim, device=device, dtype=dtype)
+        self.num_prefix_tokens = int(class_token)
+        self.cls_token = nn.Parameter(torch.empty(1, 1, dim, device=device, dtype=dtype)) if class_token else None
+        self.num_tokens = self.patch_embed.num_patches + self.num_prefix_tokens
+        self.pos_embed = nn.Parameter(torch.empty(1, self.num_tokens, dim, device=device, dtype=dtype))
+        self.drop = nn.Dropout(drop)
+
+    @property
+    def num_tables(self) -> int:
+        return 2  # patch projection (or class token) + position
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.drop(x + self.pos_embed)
+
+
+class SpeechEmbedding(nn.Module):
+    """Fbank frames -> conv subsampler -> + sinusoidal positions -> dropout (speech encoder input)."""
+
+    def __init__(self, n_mels: int, channels: int, dim: int, max_len: int, drop: float = 0.0, device=None, dtype=None):
+        super().__init__()
+        self.subsample = ConvSubsampler(n_mels, channels, dim, device=device, dtype=dtype)
+        self.pos = SinusoidalPosition(max_len, dim, device=device, dtype=dtype)
+        self.drop = nn.Dropout(drop)
+        self.max_len = max_len
+
+    @property
+    def num_tables(self) -> int:
+        return 2  # subsampled features + positions
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.subsample(feats)
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"{x.shape[1]} subsampled frames exceed the model's maximum of {self.max_len}")
+        return self.drop(x + self.pos(torch.arange(x.shape[1], device=x.device)))

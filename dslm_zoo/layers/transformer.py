@@ -1,0 +1,172 @@
+"""Transformer blocks and stacks shared by every family (encoder, causal decoder, decoder with cross-attention).
+
+A block is three residual sub-layers written like the equations of Kedia et al. 2024 (Sec. 4, step 1):
+    x <- Res_attn(x);  [x <- Res_cross(x, memory)];  x <- Res_ffn(x)
+with Res(x) = lambda x + beta Dropout(Branch(LN(x))) (Pre-LN) or LN(lambda x + beta Dropout(Branch(x))) (Post-LN).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import Attention, CrossAttention
+from .mlp import Mlp
+from .norm import LayerNorm
+from .position import AlibiBias, RelativePositionBias
+from .residual import Residual
+
+__all__ = ["Block", "Transformer", "padding_bias"]
+
+
+def padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, N) key mask with True = keep -> additive (B, 1, 1, N) bias with -inf on padded keys."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        mask = mask.bool()
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, float("-inf"))[:, None, None]
+
+
+def _add_bias(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+class Block(nn.Module):
+    """One transformer layer: self-attention, optional cross-attention, FFN; each a ``Residual``."""
+
+    def __init__(self, attn: Residual, mlp: Residual, cross_attn: Residual | None = None):
+        super().__init__()
+        self.attn = attn
+        self.cross_attn = cross_attn
+        self.mlp = mlp
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_bias: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.attn(x, attn_bias)
+        if self.cross_attn is not None:
+            x = self.cross_attn(x, memory, memory_bias)
+        return self.mlp(x)
+
+    def residuals(self) -> list[Residual]:
+        """The residual sub-layers in forward order."""
+        return [r for r in (self.attn, self.cross_attn, self.mlp) if r is not None]
+
+
+class Transformer(nn.Module):
+    """A stack of ``depth`` blocks plus the final LayerNorm that Pre-LN needs (Identity for Post-LN).
+
+    ``seq_len`` (and ``memory_len`` for cross-attention) are the lengths the stack is built for; the DSLM
+    scheme's finite-L rule and the theory read them. ``pos_bias`` ('alibi' | 'relative' | None) adds position information to the logits.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        act: str = "relu",
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        norm_first: bool = True,
+        causal: bool = False,
+        cross_attn: bool = False,
+        pos_bias: str | None = None,
+        seq_len: int | None = None,
+        memory_len: int | None = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.depth, self.dim, self.norm_first, self.causal = depth, dim, norm_first, causal
+        self.seq_len, self.memory_len = seq_len, memory_len
+        self.grad_checkpointing = False
+        hidden = int(dim * mlp_ratio)
+        fk = dict(device=device, dtype=dtype)
+
+        def res(branch: nn.Module) -> Residual:
+            return Residual(branch, LayerNorm(dim, **fk), norm_first, drop)
+
+        self.blocks = nn.ModuleList(
+            Block(
+                attn=res(Attention(dim, num_heads, attn_drop, causal=causal, **fk)),
+                cross_attn=res(CrossAttention(dim, num_heads, attn_drop, **fk)) if cross_attn else None,
+                mlp=res(Mlp(dim, hidden, act, **fk)),
+            )
+            for _ in range(depth)
+        )
+        self.norm = LayerNorm(dim, **fk) if norm_first else nn.Identity()
+        self.pos_bias: nn.Module | None
+        if pos_bias == "alibi":
+            self.pos_bias = AlibiBias(num_heads, device=device)
+        elif pos_bias == "relative":
+            self.pos_bias = RelativePositionBias(num_heads, bidirectional=not causal, **fk)
+        elif pos_bias is None:
+            self.pos_bias = None
+        else:
+            raise ValueError(f"unknown pos_bias {pos_bias!r}; expected 'alibi', 'relative' or None")
+
+    @property
+    def has_cross_attn(self) -> bool:
+        return self.blocks[0].cross_attn is not None
+
+    @property
+    def num_sublayers(self) -> int:
+        """N_sub: residual sub-layers in the stack (2 per layer, 3 with cross-attention)."""
+        return self.depth * (3 if self.has_cross_attn else 2)
+
+    def residuals(self) -> list[Residual]:
+        return [r for blk in self.blocks for r in blk.residuals()]
+
+    def _attn_bias(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        N = x.shape[1]
+        bias = None if self.pos_bias is None else self.pos_bias(N, N)[None]
+        return _add_bias(bias, padding_bias(mask))
+
+    def _run(self, blk: Callable[..., torch.Tensor], *args: torch.Tensor | None) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(blk, *args, use_reentrant=False)
+        return blk(*args)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, N, D); ``mask`` (B, N) True = real token; ``memory`` (B, M, D) for cross-attention."""
+        x, _ = self.forward_intermediates(x, mask, memory, memory_mask, return_intermediates=False)
+        return x
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        return_intermediates: bool = True,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final output (after the final norm) and the residual stream after every block."""
+        if self.has_cross_attn and memory is None:
+            raise ValueError("this stack has cross-attention: pass memory=")
+        attn_bias = self._attn_bias(x, mask)
+        memory_bias = padding_bias(memory_mask)
+        inter: list[torch.Tensor] = []
+        for blk in self.blocks:
+            x = self._run(blk, x, attn_bias, memory, memory_bias)
+            if return_intermediates:
+                inter.append(x)
+        return self.norm(x), inter

@@ -1,0 +1,106 @@
+"""Config fields and model surface shared by every family (timm names: depth, embed_dim, num_heads, ...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .._config import ConfigBase
+from ..layers import Transformer, ViTEmbedding
+from ..layers.position import POS_EMBEDS
+from ._base import ZooModel
+
+__all__ = ["TransformerConfig", "StackModel"]
+
+_ACTS = ("relu", "gelu")
+_INITS = ("dslm", "xavier", "deepnorm", "megatron")
+
+
+@dataclass(frozen=True)
+class TransformerConfig(ConfigBase):
+    """Fields every family shares. ``norm_first`` = Pre-LN (PyTorch's name).
+
+    ``dslm_r_emb`` is the token correlation of the summed embedding tables on the training data (Kedia et al.
+    2024, Sec. 4 step 4; measure it with ``dslm_zoo.theory.measure_r_emb``); ``dslm_seq_len`` is the length the
+    finite-L rule assumes (default: the model's context length).
+    """
+
+    depth: int = 12
+    embed_dim: int = 768
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    act: str = "relu"
+    drop_rate: float = 0.1
+    attn_drop_rate: float = 0.0
+    norm_first: bool = True
+    init: str = "dslm"
+    dslm_k: float = 2.0
+    dslm_r_emb: float = 0.2
+    dslm_seq_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.embed_dim < 1 or self.num_heads < 1:
+            raise ValueError("depth, embed_dim and num_heads must be positive")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        if self.act not in _ACTS:
+            raise ValueError(f"act must be one of {_ACTS}, got {self.act!r}")
+        if self.init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS}, got {self.init!r} ('skip' is for init_weights only)")
+        if not (0.0 <= self.drop_rate < 1.0 and 0.0 <= self.attn_drop_rate < 1.0):
+            raise ValueError("drop_rate and attn_drop_rate must lie in [0, 1)")
+        if not 0.0 <= self.dslm_r_emb <= 1.0:
+            raise ValueError(f"dslm_r_emb must lie in [0, 1], got {self.dslm_r_emb}")
+        pos = getattr(self, "pos_embed", None)
+        if pos is not None and pos not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos!r}")
+
+    def stack_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``Transformer`` that come straight from the config."""
+        return dict(
+            dim=self.embed_dim,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            act=self.act,
+            drop=self.drop_rate,
+            attn_drop=self.attn_drop_rate,
+            norm_first=self.norm_first,
+        )
+
+
+class StackModel(ZooModel):
+    """timm's model surface over the ``Transformer`` stacks a family holds."""
+
+    def stacks(self) -> list[Transformer]:
+        return [m for m in self.modules() if isinstance(m, Transformer)]
+
+    @property
+    def depth(self) -> int:
+        return sum(s.depth for s in self.stacks())
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for s in self.stacks():
+            s.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of embedding tables, class tokens, norms and biases (timm convention: a set of names)."""
+        skip = {name for name, p in self.named_parameters() if p.ndim < 2}
+        for mname, m in self.named_modules():
+            prefix = f"{mname}." if mname else ""
+            if isinstance(m, (nn.Embedding, nn.LayerNorm)):
+                skip.update(prefix + n for n, _ in m.named_parameters(recurse=False))
+            elif isinstance(m, ViTEmbedding):
+                skip.update(prefix + n for n in ("cls_token", "pos_embed") if getattr(m, n) is not None)
+        return skip
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise learning-rate decay (timm's ``group_matcher`` format)."""
+        return dict(
+            stem=r"^embed",
+            blocks=r"^(?:encoder|decoder)\.blocks\.(\d+)" if coarse else [(r"^(?:encoder|decoder)\.blocks\.(\d+)", None), (r"^(?:encoder|decoder)\.norm", (99999,))],
+        )
+
+    def extra_repr(self) -> str:
+        return f"init={self.cfg.init}, depth={self.depth}"
+

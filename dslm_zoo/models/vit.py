@@ -1,0 +1,143 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) with DeepScaleLM init and residual scaling (Kedia et al. 2024).
+
+The surface follows timm's VisionTransformer (forward_features, forward_head(pre_logits=), reset_classifier,
+num_features, num_prefix_tokens, pretrained_cfg mean/std/input_size), and the entrypoints are registered into
+timm's registry as well, so ``timm.create_model('dslm_vit_deep')`` works after ``import dslm_zoo``.
+Patch-embedding init is derived in ``dslm_zoo.init.init_dslm`` (the authors' code has no ViT).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._builder import build_model_with_cfg
+from .._registry import register_model
+from ..init import StackPlan
+from ..layers import Transformer, ViTEmbedding
+from ._common import StackModel, TransformerConfig
+
+__all__ = ["ViTConfig", "VisionTransformer"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViTConfig(TransformerConfig):
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    class_token: bool = True
+    global_pool: str = "token"  # 'token' | 'avg'
+    # measured on normalised natural-image patches at init (dslm_zoo.theory.measure_r_emb); data dependent
+    dslm_r_emb: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+
+
+class VisionTransformer(StackModel):
+    """ViT classifier: patch embedding -> Transformer encoder -> pooled token -> linear head."""
+
+    config_class = ViTConfig
+
+    def __init__(self, cfg: ViTConfig, *, device=None, dtype=None):
+        super().__init__()
+        self.cfg = cfg
+        fk = dict(device=device, dtype=dtype)
+        self.embed = ViTEmbedding(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.class_token, cfg.drop_rate, **fk)
+        self.num_prefix_tokens = self.embed.num_prefix_tokens
+        self.encoder = Transformer(cfg.depth, seq_len=cfg.dslm_seq_len or self.embed.num_tokens, **cfg.stack_kwargs(), **fk)
+        self.num_features = self.embed_dim = cfg.embed_dim
+        self.global_pool = cfg.global_pool
+        self.head_drop = nn.Dropout(cfg.drop_rate)
+        self.head: nn.Module = nn.Linear(cfg.embed_dim, cfg.num_classes, **fk) if cfg.num_classes > 0 else nn.Identity()
+        self._post_init(device)
+
+    def stack_plans(self) -> list[StackPlan]:
+        return [StackPlan(self.encoder, self.cfg.dslm_r_emb * (1.0 - self.cfg.drop_rate))]
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New zero-bias head of std 1/sqrt(d) (the DSLM head rule), optionally a new pooling."""
+        if global_pool is not None:
+            self.cfg = self.cfg.replace(global_pool=global_pool)
+            self.global_pool = global_pool
+        w = self.embed.pos_embed
+        self.head = nn.Linear(self.embed_dim, num_classes, device=w.device, dtype=w.dtype) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.normal_(self.head.weight, std=self.embed_dim**-0.5)
+            nn.init.zeros_(self.head.bias)
+        self.cfg = self.cfg.replace(num_classes=num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalised images -> (B, prefix + patches, D) tokens after the final norm."""
+        return self.encoder(self.embed(x))
+
+    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final tokens and the residual stream entering the encoder and after every block, each (B, N, D)."""
+        h = self.embed(x)
+        out, inter = self.encoder.forward_intermediates(h)
+        return out, [h] + inter
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registered variants (also registered into timm's registry, see ``dslm_zoo/models/__init__.py``).
+
+def _vit_cfg(img_size: int) -> dict[str, Any]:
+    return dict(input_size=(3, img_size, img_size), mean=IMAGENET_MEAN, std=IMAGENET_STD, classifier="head")
+
+
+def _vit(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: Any) -> VisionTransformer:
+    return build_model_with_cfg(VisionTransformer, variant, pretrained, model_args, **kwargs)
+
+
+@register_model(default_cfg=_vit_cfg(32))
+def dslm_vit_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT, 32x32 images, patch 4, 4 layers x d=64 (2 heads), 10 classes; 0.21M parameters. CPU-sized."""
+    return _vit("dslm_vit_tiny", pretrained, dict(img_size=32, patch_size=4, depth=4, embed_dim=64, num_heads=2, num_classes=10), **kwargs)
+
+
+@register_model(default_cfg=_vit_cfg(32))
+def dslm_vit_deep_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT, 32x32 images, patch 4, 96 layers x d=64 (2 heads), 10 classes; 4.81M parameters. Deep, CPU-sized."""
+    return _vit("dslm_vit_deep_tiny", pretrained, dict(img_size=32, patch_size=4, depth=96, embed_dim=64, num_heads=2, num_classes=10), **kwargs)
+
+
+@register_model(default_cfg=_vit_cfg(224))
+def dslm_vit_base(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT-B/16 shape: 224x224, patch 16, 12 layers x d=768 (12 heads), 1000 classes; 86.57M parameters."""
+    return _vit("dslm_vit_base", pretrained, dict(depth=12, embed_dim=768, num_heads=12), **kwargs)
+
+
+@register_model(default_cfg=_vit_cfg(224))
+def dslm_vit_deep(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """Deep-narrow ViT at ViT-B/16's block budget: 224x224, patch 16, 192 layers x d=192 (3 heads); 85.79M parameters."""
+    return _vit("dslm_vit_deep", pretrained, dict(depth=192, embed_dim=192, num_heads=3), **kwargs)
+
+
+@register_model(default_cfg=_vit_cfg(224))
+def dslm_vit_1000L(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT, 224x224, patch 16, 1000 layers x d=128 (2 heads), 1000 classes; 198.53M parameters."""
+    return _vit("dslm_vit_1000L", pretrained, dict(depth=1000, embed_dim=128, num_heads=2), **kwargs)
