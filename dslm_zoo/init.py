@@ -129,10 +129,6 @@ def stack_sublayer_specs(stack: Transformer, memory_corr: float | None = None) -
 # Fixed scalars: residual lambda/beta and the tied-logit scale.
 
 
-def _token_tables(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, (TokenEmbedding, ViTEmbedding, SpeechEmbedding))]
-
-
 def set_scales(model: nn.Module, scheme: str) -> None:
     """Set every ``Residual``'s (lambda, beta) and every LM head's logit scale for ``scheme``."""
     plans: list[StackPlan] = model.stack_plans()
@@ -155,9 +151,9 @@ def set_scales(model: nn.Module, scheme: str) -> None:
         if isinstance(m, LMHead):
             m.logit_scale = 1.0
             if scheme == "dslm" and m.tied:
-                (emb,) = [e for e in _token_tables(model) if isinstance(e, TokenEmbedding) and e.word.weight is m.decoder.weight]
+                (emb,) = [e for e in model.modules() if isinstance(e, TokenEmbedding) and e.word is m.tied_embedding]
                 var_emb = dslm_embedding_var(emb.num_tables, p)
-                m.logit_scale = 1.0 / math.sqrt(m.decoder.in_features * var_emb)
+                m.logit_scale = 1.0 / math.sqrt(m.dim * var_emb)
 
 
 def _reset_buffers(model: nn.Module) -> None:
@@ -267,13 +263,11 @@ def _baseline_inputs_and_heads(rec: InitRecord, std_of: Callable[[nn.Module], fl
 
 
 def _walk_head_rest(rec: InitRecord, m: LMHead, std_of: Callable[[nn.Linear], float], why: str) -> None:
-    """An LM head: its own dense layers and norm; the tied decoder weight belongs to the embedding."""
-    if not m.tied:
-        rec.normal(m.decoder.weight, std_of(m.decoder), f"{why} LM decoder")
-    rec.const(m.decoder.bias, 0.0, "LM decoder bias")
-    for child_name, child in m.named_children():
-        if child_name == "decoder":
-            continue
+    """An LM head: its own dense layers and norm; a tied output matrix belongs to the embedding."""
+    if m.weight is not None:
+        rec.normal(m.weight, std_of(m), f"{why} LM output matrix")
+    rec.const(m.bias, 0.0, "LM output bias")
+    for child in m.children():
         _walk(child, [_norm(rec), (nn.Linear, lambda lin: rec.linear(lin, std_of(lin), f"{why} LM head dense"))])
 
 

@@ -13,31 +13,52 @@ __all__ = ["LMHead", "MLMHead", "QAHead", "SequenceClassificationHead"]
 
 
 class LMHead(nn.Module):
-    """Logits ``logit_scale * x W^T + b``; ``W`` is the tied word-embedding table or an own (vocab, dim) matrix."""
+    """Logits ``(logit_scale * x) W^T + b``; ``W`` is the word-embedding table (tied) or an own (vocab, dim) matrix.
 
-    def __init__(self, dim: int, vocab_size: int, tied_weight: nn.Parameter | None, bias: bool = True, device=None, dtype=None):
+    The tie is functional: the head reads the embedding's current ``weight`` at every call instead of sharing a
+    Parameter object, so ``to_empty``, ``load_state_dict`` and safetensors (which refuses shared tensors) cannot
+    silently untie it, and the state dict holds the table once.
+    """
+
+    def __init__(
+        self, dim: int, vocab_size: int, tied_embedding: nn.Embedding | None, bias: bool = True, device=None, dtype=None
+    ):
         super().__init__()
-        self.decoder = nn.Linear(dim, vocab_size, bias=bias, device=device, dtype=dtype)
-        if tied_weight is not None:
-            self.decoder.weight = tied_weight
-        self.tied = tied_weight is not None
+        self.dim, self.vocab_size = dim, vocab_size
+        self._tied = [tied_embedding] if tied_embedding is not None else []  # a list keeps it out of the module tree
+        self.weight = None if tied_embedding is not None else nn.Parameter(torch.empty(vocab_size, dim, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(vocab_size, device=device, dtype=dtype)) if bias else None
         self.logit_scale = 1.0  # set by the init scheme
 
+    @property
+    def tied(self) -> bool:
+        return bool(self._tied)
+
+    @property
+    def tied_embedding(self) -> nn.Embedding | None:
+        return self._tied[0] if self._tied else None
+
+    def output_weight(self) -> torch.Tensor:
+        return self._tied[0].weight if self._tied else self.weight
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x * self.logit_scale if self.logit_scale != 1.0 else x, self.output_weight(), self.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(x * self.logit_scale if self.logit_scale != 1.0 else x)
+        return self.logits(x)
 
 
 class MLMHead(LMHead):
     """BERT's masked-LM head: dense -> activation -> LayerNorm -> tied vocabulary projection."""
 
-    def __init__(self, dim: int, vocab_size: int, tied_weight: nn.Parameter | None, act: str = "gelu", device=None, dtype=None):
-        super().__init__(dim, vocab_size, tied_weight, device=device, dtype=dtype)
+    def __init__(self, dim: int, vocab_size: int, tied_embedding: nn.Embedding | None, act: str = "gelu", device=None, dtype=None):
+        super().__init__(dim, vocab_size, tied_embedding, device=device, dtype=dtype)
         self.dense = nn.Linear(dim, dim, device=device, dtype=dtype)
         self.act = F.gelu if act == "gelu" else F.relu
         self.norm = LayerNorm(dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(self.norm(self.act(self.dense(x))))
+        return self.logits(self.norm(self.act(self.dense(x))))
 
 
 class QAHead(nn.Module):

@@ -104,7 +104,7 @@ class Bert(_TextModel):
         self._build_trunk(cfg, causal=False, type_vocab_size=cfg.type_vocab_size, fk=fk)
         self.head: nn.Module
         if cfg.head == "mlm":
-            self.head = MLMHead(cfg.embed_dim, cfg.vocab_size, self.embed.word.weight, act=cfg.act, **fk)
+            self.head = MLMHead(cfg.embed_dim, cfg.vocab_size, self.embed.word, act=cfg.act, **fk)
         elif cfg.head == "qa":
             self.head = QAHead(cfg.embed_dim, **fk)
         elif cfg.head == "cls":
@@ -141,7 +141,7 @@ class GPT(_TextModel):
         self.cfg = cfg
         fk = dict(device=device, dtype=dtype)
         self._build_trunk(cfg, causal=True, type_vocab_size=0, fk=fk)
-        tied = self.embed.word.weight if cfg.tie_embeddings else None
+        tied = self.embed.word if cfg.tie_embeddings else None
         self.head = LMHead(cfg.embed_dim, cfg.vocab_size, tied, bias=False, **fk)
         self._post_init(device)
 

@@ -1,0 +1,110 @@
+"""The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``demo``.
+
+Each subcommand lives in a function ``cmd_<name>(args)`` registered by ``_add_<name>(subparsers)``; later
+subcommands (``eval``) plug in the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered models (fnmatch filter)")
+    p.add_argument("filter", nargs="?", default="", help="e.g. 'dslm_vit*'")
+    p.add_argument("--pretrained", action="store_true", help="list released weights (arch.tag) instead")
+    p.set_defaults(fn=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import list_models
+
+    names = list_models(args.filter, pretrained=args.pretrained)
+    if not names:
+        print(f"no models match {args.filter!r}" + (" with released weights" if args.pretrained else ""), file=sys.stderr)
+        return 1
+    print("\n".join(names))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="config, parameter count, pretrained cfg and metrics of a model")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(fn=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import create_model, get_pretrained_cfg
+
+    model = create_model(args.name, device="meta")  # no weights, no allocation: seconds even at 1000 layers
+    pcfg = get_pretrained_cfg(args.name)
+    info = {
+        "name": args.name,
+        "class": type(model).__name__,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "depth": model.depth,
+        "config": model.cfg.to_dict(),
+        "pretrained_cfg": pcfg.to_dict(),
+        "has_weights": pcfg.has_weights,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['name']}  ({info['class']}, {info['num_params'] / 1e6:.2f}M parameters, depth {info['depth']})")
+    print("config:")
+    for k, v in info["config"].items():
+        print(f"  {k:<16} {v}")
+    print("pretrained cfg:" + ("" if pcfg.has_weights else "  (no released weights)"))
+    for k, v in info["pretrained_cfg"].items():
+        if v not in (None, {}, [], ""):
+            print(f"  {k:<16} {v}")
+    return 0
+
+
+def _add_signal(sub: argparse._SubParsersAction) -> None:
+    try:
+        from .diagnostics.cli import add_signal_parser
+    except ImportError:  # diagnostics not installed in this build
+        return
+    add_signal_parser(sub)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="list the zoo, build one model per family and run it")
+    p.set_defaults(fn=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo()
+    return 0
+
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_info, _add_signal, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dslm-zoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, TypeError) as e:
+        print(f"dslm-zoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The main demo: list the zoo, build one model of every family, and run it on a small batch.
+
+    python -m dslm_zoo.demo        (or: dslm-zoo demo, make demo)
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from . import create_model, is_model, list_models, list_pretrained
+
+__all__ = ["run_demo"]
+
+# Per family: a CPU-sized variant, built and run for real, and the deepest variant, built on the meta device.
+_FAMILIES = [
+    ("text encoder", "dslm_bert_tiny", "dslm_bert_1000L"),
+    ("text decoder", "dslm_gpt_tiny", "dslm_gpt_1000L"),
+    ("vision", "dslm_vit_tiny", "dslm_vit_1000L"),
+    ("speech translation", "dslm_st_tiny", "dslm_st_1000L"),
+]
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _example(model: torch.nn.Module) -> tuple:
+    cfg = model.cfg
+    if hasattr(cfg, "img_size"):
+        return (torch.randn(2, cfg.in_chans, cfg.img_size, cfg.img_size),)
+    if hasattr(cfg, "n_mels"):
+        feats = torch.randn(2, 64, cfg.n_mels)
+        return (feats, torch.tensor([64, 48]), torch.randint(0, cfg.vocab_size, (2, 8)))
+    return (torch.randint(0, cfg.vocab_size, (2, 32)),)
+
+
+def run_demo() -> None:
+    names = list_models()
+    print(f"dslm_zoo: {len(names)} registered models, {len(list_pretrained())} with released weights\n")
+    rows = []
+    for family, small, deep in _FAMILIES:
+        if not is_model(small):
+            continue
+        for name, device in ((small, "cpu"), (deep, "meta")):
+            t = time.perf_counter()
+            model = create_model(name, device=device)
+            build = time.perf_counter() - t
+            out = "(meta: not run)"
+            if device == "cpu":
+                with torch.no_grad():
+                    y = model.eval()(*_example(model))
+                y = y[0] if isinstance(y, tuple) else y
+                out = f"out {tuple(y.shape)}, finite={bool(torch.isfinite(y).all())}"
+            n = sum(p.numel() for p in model.parameters())
+            rows.append([family, name, f"{n / 1e6:.2f}M", model.depth, model.cfg.init, device, f"{build:.2f}s", out])
+    print(_table(rows, ["family", "model", "params", "depth", "init", "device", "build", "forward"]))
+
+
+if __name__ == "__main__":
+    run_demo()

@@ -1,0 +1,12 @@
+"""torch.hub entry points: one callable per registered dslm_zoo model, plus the zoo helpers.
+
+    torch.hub.load("/path/to/dslm_zoo", "dslm_bert_192L", source="local", pretrained=False)
+"""
+dependencies = ["torch", "timm", "huggingface_hub", "safetensors", "torchaudio", "sacrebleu"]
+
+from dslm_zoo import create_model, list_models, list_pretrained  # noqa: E402
+from dslm_zoo._registry import model_entrypoint as _entrypoint  # noqa: E402
+
+for _name in list_models():
+    globals()[_name] = _entrypoint(_name)
+del _name

@@ -1,0 +1,214 @@
+"""Registry-parametrized model tests: every variant builds, runs, back-propagates and matches its metadata."""
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+import torch
+
+import dslm_zoo
+from dslm_zoo.models import StackModel
+
+from _inputs import example_inputs, output_tensor
+
+CPU_PARAM_CAP = 8_000_000  # variants above this are checked on the meta device only
+
+
+def _meta_params(name: str) -> int:
+    m = dslm_zoo.create_model(name, device="meta")
+    return sum(p.numel() for p in m.parameters())
+
+
+ALL = dslm_zoo.list_models()
+SMALL = [n for n in ALL if _meta_params(n) <= CPU_PARAM_CAP]
+
+
+def test_registry_has_every_family_and_the_design_names():
+    for name in ("dslm_bert_192L", "dslm_bert_1000L", "dslm_vit_deep", "dslm_gpt_1000L"):
+        assert dslm_zoo.is_model(name)
+    for rung in ("12L", "48L", "192L", "768L"):  # iso-parameter ladder
+        assert dslm_zoo.is_model(f"dslm_bert_{rung}") and dslm_zoo.is_model(f"dslm_gpt_{rung}")
+    assert len(SMALL) >= 4
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_docstring_states_shape_and_exact_param_count(name):
+    doc = inspect.getdoc(dslm_zoo.model_entrypoint(name))
+    m = dslm_zoo.create_model(name, device="meta")
+    stated = float(re.search(r"([\d.]+)M parameters", doc).group(1))
+    assert stated == pytest.approx(sum(p.numel() for p in m.parameters()) / 1e6, abs=0.005)
+    assert f"{m.depth} layers" in doc or f"{m.cfg.depth} layers" in doc
+    assert f"d={m.cfg.embed_dim}" in doc
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_forward_backward_every_parameter_gets_a_finite_gradient(name):
+    model = dslm_zoo.create_model(name)
+    model.train()
+    out = model(*example_inputs(model))
+    output_tensor(out).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_metadata_matches_the_model(name):
+    model = dslm_zoo.create_model(name)
+    pcfg = model.pretrained_cfg
+    assert pcfg.architecture == name
+    if pcfg.input_size is not None:
+        assert pcfg.input_size == (model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size)
+    if pcfg.classifier is not None and model.num_classes is not None:
+        head = model.get_submodule(pcfg.classifier)
+        out_features = head.fc.out_features if hasattr(head, "fc") else head.out_features
+        assert out_features == model.num_classes
+    if pcfg.num_params is not None:
+        assert pcfg.num_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_intermediates_are_the_residual_stream(name):
+    model = dslm_zoo.create_model(name).eval()
+    if not hasattr(model, "forward_features"):
+        pytest.skip("no single-stack features")
+    inputs = example_inputs(model)
+    final, inter = model.forward_intermediates(*inputs)
+    assert len(inter) >= model.cfg.depth + 1
+    assert all(h.shape[-1] == model.cfg.embed_dim for h in inter)
+
+
+@pytest.mark.parametrize("name", ["dslm_bert_1000L", "dslm_gpt_1000L", "dslm_vit_1000L"])
+def test_thousand_layer_models_build_on_meta_and_initialise_after_to_empty(name):
+    model = dslm_zoo.create_model(name, device="meta", embed_dim=32, num_heads=1)
+    assert all(p.is_meta for p in model.parameters())
+    model.to_empty(device="cpu")
+    rules = model.init_weights("dslm")
+    assert len(rules) > 1000
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    lam, beta = model.encoder.blocks[0].attn.lam, model.encoder.blocks[0].attn.beta
+    assert lam**2 + beta**2 == pytest.approx(1.0)
+    assert beta**2 == pytest.approx(2.0 / model.encoder.num_sublayers)
+
+
+def test_unknown_kwarg_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match="embed_dimm"):
+        dslm_zoo.create_model("dslm_bert_tiny", embed_dimm=8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (dict(embed_dim=65), "divisible"),
+        (dict(init="kaiming"), "init must be"),
+        (dict(drop_rate=1.0), "drop_rate"),
+        (dict(act="swish"), "act must be"),
+        (dict(pos_embed="rope"), "pos_embed"),
+    ],
+)
+def test_bad_config_values_are_clear_errors(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        dslm_zoo.create_model("dslm_bert_tiny", **kwargs)
+
+
+def test_ecosystem_override_names_work():
+    m = dslm_zoo.create_model(
+        "dslm_vit_tiny", depth=3, embed_dim=32, num_heads=4, mlp_ratio=2.0, drop_rate=0.0, attn_drop_rate=0.1,
+        num_classes=7, img_size=16, patch_size=4, norm_first=False, init="xavier", dslm_k=1.0,
+    )
+    assert m.depth == 3 and m.num_classes == 7 and m.embed.patch_embed.num_patches == 16
+    assert m(torch.randn(1, 3, 16, 16)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "sinusoidal", "alibi", "relative", "none"])
+@pytest.mark.parametrize("family", ["dslm_bert_tiny", "dslm_gpt_tiny"])
+def test_position_options(family, pos_embed):
+    m = dslm_zoo.create_model(family, pos_embed=pos_embed, max_seq_len=32)
+    x = torch.randint(0, m.cfg.vocab_size, (2, 12))
+    out = output_tensor(m(x))
+    out.backward()
+    assert torch.isfinite(out)
+
+
+def test_causal_model_does_not_see_the_future():
+    m = dslm_zoo.create_model("dslm_gpt_tiny", pos_embed="alibi").eval()
+    x = torch.randint(0, m.cfg.vocab_size, (1, 10))
+    y = x.clone()
+    y[0, 7:] = (y[0, 7:] + 1) % m.cfg.vocab_size
+    torch.testing.assert_close(m(x)[0, :7], m(y)[0, :7])
+
+
+def test_padding_mask_hides_padded_keys():
+    m = dslm_zoo.create_model("dslm_bert_tiny", head="none").eval()
+    x = torch.randint(0, m.cfg.vocab_size, (1, 8))
+    padded = torch.cat([x, torch.randint(0, m.cfg.vocab_size, (1, 4))], 1)
+    mask = torch.tensor([[1] * 8 + [0] * 4])
+    torch.testing.assert_close(m(x), m(padded, mask)[:, :8], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["mlm", "qa", "cls", "none"])
+def test_bert_heads(head):
+    m = dslm_zoo.create_model("dslm_bert_tiny", head=head, num_classes=3)
+    out = m(torch.randint(0, 100, (2, 9)))
+    expect = {"mlm": (2, 9, m.cfg.vocab_size), "cls": (2, 3), "none": (2, 9, 64)}
+    if head == "qa":
+        assert out[0].shape == out[1].shape == (2, 9)
+    else:
+        assert out.shape == expect[head]
+
+
+def test_reset_classifier():
+    m = dslm_zoo.create_model("dslm_vit_tiny")
+    m.reset_classifier(3)
+    assert m.num_classes == 3 and m(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    b = dslm_zoo.create_model("dslm_bert_tiny", head="cls", num_classes=2)
+    b.reset_classifier(5)
+    assert b(torch.randint(0, 10, (1, 4))).shape == (1, 5)
+    with pytest.raises(ValueError, match="head='cls'"):
+        dslm_zoo.create_model("dslm_bert_tiny").reset_classifier(2)
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(1)
+    a = dslm_zoo.create_model("dslm_gpt_tiny", drop_rate=0.0)
+    b = dslm_zoo.create_model("dslm_gpt_tiny", drop_rate=0.0)
+    b.load_state_dict(a.state_dict())
+    b.set_grad_checkpointing(True)
+    x = torch.randint(0, 100, (2, 8))
+    a(x).sum().backward()
+    b(x).sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+def test_no_weight_decay_and_group_matcher():
+    m = dslm_zoo.create_model("dslm_vit_tiny")
+    nwd = m.no_weight_decay()
+    assert {"embed.cls_token", "embed.pos_embed"} <= nwd
+    assert "encoder.blocks.0.attn.branch.qkv.weight" not in nwd
+    assert all(n in dict(m.named_parameters()) for n in nwd)
+    gm = m.group_matcher()
+    assert re.match(gm["stem"], "embed.patch_embed.proj.weight")
+
+
+def test_bf16_deep_model_stays_finite_and_close_to_fp32():
+    m = dslm_zoo.create_model("dslm_bert_96L_64D", head="none").eval()
+    x = torch.randint(0, 1000, (2, 32))
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+    assert out.dtype == torch.float32  # the final LayerNorm runs in fp32
+    assert torch.isfinite(out).all()
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < 0.1
+    m16 = dslm_zoo.create_model("dslm_bert_96L_64D", head="none", dtype=torch.bfloat16).eval()
+    assert torch.isfinite(m16(x).float()).all()
+
+
+def test_timm_finds_dslm_vits():
+    import timm
+
+    m = timm.create_model("dslm_vit_tiny", num_classes=4)
+    assert isinstance(m, StackModel) and m(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+    assert "dslm_vit_deep" in timm.list_models("dslm_vit*")
