@@ -130,7 +130,8 @@ def stack_sublayer_specs(stack: Transformer, memory_corr: float | None = None) -
 
 
 def set_scales(model: nn.Module, scheme: str) -> None:
-    """Set every ``Residual``'s (lambda, beta) and every LM head's logit scale for ``scheme``."""
+    """Set the scheme's fixed scalars: every ``Residual``'s (lambda, beta), every LM head's logit scale and the
+    scale of fixed sinusoidal position tables."""
     plans: list[StackPlan] = model.stack_plans()
     n_enc = sum(p.stack.depth for p in plans if p.role == "encoder")
     n_dec = sum(p.stack.depth for p in plans if p.role == "decoder")
@@ -154,6 +155,10 @@ def set_scales(model: nn.Module, scheme: str) -> None:
                 (emb,) = [e for e in model.modules() if isinstance(e, TokenEmbedding) and e.word is m.tied_embedding]
                 var_emb = dslm_embedding_var(emb.num_tables, p)
                 m.logit_scale = 1.0 / math.sqrt(m.dim * var_emb)
+        elif isinstance(m, (TokenEmbedding, SpeechEmbedding)) and isinstance(m.pos, SinusoidalPosition):
+            # a fixed table is a summed table too (DSLM: variance (1-p)/n_t); its scale is not in the state dict,
+            # so 'skip' (weight loading) must restore it like lambda and beta
+            m.pos.variance = dslm_embedding_var(m.num_tables, p) if scheme == "dslm" else 0.5
 
 
 def _reset_buffers(model: nn.Module) -> None:
@@ -235,8 +240,6 @@ def _baseline_inputs_and_heads(rec: InitRecord, std_of: Callable[[nn.Module], fl
         for t in (m.word, m.pos, m.segment):
             if isinstance(t, nn.Embedding):
                 rec.normal(t.weight, _STD_002, f"{why} embedding")
-            elif isinstance(t, SinusoidalPosition):
-                t.variance = 0.5
 
     def vit(m: ViTEmbedding) -> None:
         rec.linear(m.patch_embed.proj, std_of(m.patch_embed.proj), f"{why} patch projection")
@@ -247,7 +250,6 @@ def _baseline_inputs_and_heads(rec: InitRecord, std_of: Callable[[nn.Module], fl
     def speech(m: SpeechEmbedding) -> None:
         rec.linear(m.subsample.conv1, std_of(m.subsample.conv1), f"{why} subsampler conv1")
         rec.linear(m.subsample.conv2, std_of(m.subsample.conv2), f"{why} subsampler conv2")
-        m.pos.variance = 0.5
 
     def lm_head(m: LMHead) -> None:
         _walk_head_rest(rec, m, lambda lin: std_of(lin), why)
@@ -313,8 +315,6 @@ def init_dslm(model: nn.Module, rec: InitRecord) -> None:
         for t in (m.word, m.pos, m.segment):
             if isinstance(t, nn.Embedding):
                 rec.normal(t.weight, std, "dslm embedding (1-p)/n_t")
-            elif isinstance(t, SinusoidalPosition):
-                t.variance = std * std
 
     def vit(m: ViTEmbedding) -> None:
         var = dslm_embedding_var(m.num_tables, p)
@@ -329,7 +329,6 @@ def init_dslm(model: nn.Module, rec: InitRecord) -> None:
         c1, c2 = m.subsample.conv1, m.subsample.conv2
         rec.linear(c1, math.sqrt(1.0 / c1.weight[0].numel()), "dslm subsampler conv1")
         rec.linear(c2, math.sqrt(2.0 * var / c2.weight[0].numel()), "dslm subsampler conv2")
-        m.pos.variance = var
 
     def fan_in_std(lin: nn.Module) -> float:
         return 1.0 / math.sqrt(lin.weight[0].numel())

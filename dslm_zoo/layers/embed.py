@@ -11,7 +11,12 @@ from torch import nn
 
 from .position import SinusoidalPosition
 
-__all__ = ["TokenEmbedding", "PatchEmbed", "ViTEmbedding", "ConvSubsampler", "SpeechEmbedding"]
+__all__ = ["TokenEmbedding", "PatchEmbed", "ViTEmbedding", "ConvSubsampler", "SpeechEmbedding", "length_mask"]
+
+
+def length_mask(lengths: torch.Tensor, n: int) -> torch.Tensor:
+    """(B,) lengths -> (B, n) bool mask, True on the first ``lengths[b]`` positions."""
+    return torch.arange(n, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class TokenEmbedding(nn.Module):
@@ -85,15 +90,28 @@ class ConvSubsampler(nn.Module):
         self.conv1 = nn.Conv1d(in_dim, channels, kernel_size, stride=2, padding=pad, device=device, dtype=dtype)
         self.conv2 = nn.Conv1d(channels, dim, kernel_size, stride=2, padding=pad, device=device, dtype=dtype)
 
+    @staticmethod
+    def _conv_lengths(conv: nn.Conv1d, lengths: torch.Tensor) -> torch.Tensor:
+        k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        return torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for conv in (self.conv1, self.conv2):
-            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-            lengths = torch.div(lengths + 2 * p - k, s, rounding_mode="floor") + 1
+            lengths = self._conv_lengths(conv, lengths)
         return lengths
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x.transpose(1, 2)))
-        return self.conv2(x).transpose(1, 2)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, in_dim) -> (B, T', dim). With ``lengths``, frames past each utterance's end are zeroed before
+        each convolution, so an utterance's output does not depend on the padding of the batch it is in."""
+        x = x.transpose(1, 2)
+        for conv in (self.conv1, self.conv2):
+            if lengths is not None:
+                x = x.masked_fill(~length_mask(lengths, x.shape[-1])[:, None, :], 0.0)
+                lengths = self._conv_lengths(conv, lengths)
+            x = conv(x)
+            if conv is self.conv1:
+                x = F.relu(x)
+        return x.transpose(1, 2)
 
 
 class ViTEmbedding(nn.Module):
@@ -143,8 +161,8 @@ class SpeechEmbedding(nn.Module):
     def num_tables(self) -> int:
         return 2  # subsampled features + positions
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.subsample(feats)
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.subsample(feats, lengths)
         if x.shape[1] > self.max_len:
             raise ValueError(f"{x.shape[1]} subsampled frames exceed the model's maximum of {self.max_len}")
         return self.drop(x + self.pos(torch.arange(x.shape[1], device=x.device)))

@@ -1,7 +1,8 @@
 """Model families. Importing this package registers every variant (and the ViTs into timm's registry)."""
-from . import text, vit
+from . import speech, text, vit
 from ._base import ZooModel
 from ._common import StackModel, TransformerConfig
+from .speech import SpeechTranslationConfig, SpeechTranslationModel
 from .text import GPT, Bert, BertConfig, GPTConfig
 from .vit import VisionTransformer, ViTConfig
 
@@ -19,4 +20,5 @@ def _register_into_timm() -> None:
 
 _register_into_timm()
 
-__all__ = ["ZooModel", "StackModel", "TransformerConfig", "Bert", "BertConfig", "GPT", "GPTConfig", "VisionTransformer", "ViTConfig"]
+__all__ = ["ZooModel", "StackModel", "TransformerConfig", "Bert", "BertConfig", "GPT", "GPTConfig", "VisionTransformer", "ViTConfig",
+           "SpeechTranslationModel", "SpeechTranslationConfig"]
