@@ -57,6 +57,21 @@ def run_demo() -> None:
             n = sum(p.numel() for p in model.parameters())
             rows.append([family, name, f"{n / 1e6:.2f}M", model.depth, model.cfg.init, device, f"{build:.2f}s", out])
     print(_table(rows, ["family", "model", "params", "depth", "init", "device", "build", "forward"]))
+    _signal_demo()
+
+
+def _signal_demo() -> None:
+    """"Will my 1000-layer config train?": the theory's answer for Xavier vs DSLM, Pre-LN and Post-LN."""
+    from .theory import predict
+
+    print("\nsignal propagation at init, predicted (dslm_bert_1000L, seq 128): last-layer forward variance and")
+    print("input/output gradient-variance ratio; `dslm-zoo signal NAME` measures it and draws the figure")
+    rows = []
+    for init, norm_first in (("xavier", True), ("dslm", True), ("xavier", False), ("dslm", False)):
+        t = time.perf_counter()
+        p = predict("dslm_bert_1000L", seq_len=128, init=init, norm_first=norm_first)
+        rows.append([init, "Pre-LN" if norm_first else "Post-LN", f"{p.fwd_var[-1]:.3g}", f"{p.grad_ratio():.3g}", f"{time.perf_counter() - t:.2f}s"])
+    print(_table(rows, ["init", "LN", "fwd var (last)", "grad ratio", "time"]))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 from . import components, montecarlo, recipe
 from .components import *  # noqa: F401,F403  (the calculator: Moments, linear, relu, ..., propagate)
 from .components import __all__ as _components_all
+from .predict import SignalPrediction, measure_embedding, measure_r_emb, predict
 from .recipe import (
     deepnorm_constants,
     dslm_attention_schedule,
@@ -17,6 +18,6 @@ from .recipe import (
 )
 
 __all__ = list(_components_all) + [
-    "components", "montecarlo", "recipe", "deepnorm_constants", "dslm_attention_schedule", "dslm_embedding_var",
+    "SignalPrediction", "measure_embedding", "measure_r_emb", "predict", "components", "montecarlo", "recipe", "deepnorm_constants", "dslm_attention_schedule", "dslm_embedding_var",
     "dslm_ffn_var", "dslm_residual_scales",
 ]

@@ -1,0 +1,247 @@
+"""Measure signal propagation on real batches and compare it with :func:`dslm_zoo.theory.predict`.
+
+The protocol is the authors' (Kedia et al. 2024, Sec. 6 of ``shared/spec/dslm.md``): a training-mode forward on
+a real batch, an upstream gradient G with i.i.d. N(0, 1) entries injected as ``loss = sum(out * G)`` at the
+output of the last stack (``forward_features``), one backward, no optimiser step. Single models fluctuate by
+about 2/sqrt(d) around the theory's expectation (the cross term 2 lambda beta cov(x, F(x)) random-walks), so
+:func:`measure_many` averages fresh initialisations.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..theory.predict import SignalPrediction, SignalTable, _call
+from .hooks import SignalMonitor
+
+__all__ = ["SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure"]
+
+_AVG = ("fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm")
+
+
+@dataclass
+class SignalMeasurement(SignalTable):
+    """Measured :class:`SignalTable`; ``wgrad_branch`` is the gradient norm of every branch parameter, and for
+    an average over models ``spread`` holds the per-row standard deviation of each column across them."""
+
+    wgrad_branch: list[float] = field(default_factory=list)
+    spread: dict[str, list[float]] = field(default_factory=dict)
+    n_models: int = 1
+
+    @classmethod
+    def average(cls, items: Sequence["SignalMeasurement"]) -> "SignalMeasurement":
+        """Row-wise mean over measurements of one architecture (e.g. several init seeds)."""
+        items = list(items)
+        if not items:
+            raise ValueError("nothing to average")
+        first = items[0]
+        if any(m.kind != first.kind for m in items):
+            raise ValueError("measurements have different row layouts")
+
+        def mean(col: str) -> list[float]:
+            return [_nanmean(getattr(m, col)[i] for m in items) for i in range(len(first))]
+
+        def sd(col: str) -> list[float]:
+            out = []
+            for i in range(len(first)):
+                v = [getattr(m, col)[i] for m in items if math.isfinite(getattr(m, col)[i])]
+                out.append(statistics.stdev(v) if len(v) > 1 else float("nan"))
+            return out
+
+        meta = dict(first.meta)
+        meta["n_models"] = len(items)
+        return cls(
+            stack=list(first.stack), sublayer=list(first.sublayer), block=list(first.block), kind=list(first.kind),
+            **{c: mean(c) for c in _AVG}, wgrad_branch=mean("wgrad_branch"),
+            spread={c: sd(c) for c in _AVG}, n_models=len(items), meta=meta,
+        )
+
+
+def _nanmean(vals: Iterable[float]) -> float:
+    v = [x for x in vals if math.isfinite(x)]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def measure(
+    model: nn.Module,
+    batch: Any,
+    *,
+    train: bool = True,
+    grad: bool = True,
+    seed: int | None = 0,
+    output_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+) -> SignalMeasurement:
+    """One forward (training mode by default) and one backward of ``sum(out * G)``, G ~ N(0, 1) i.i.d.
+
+    ``batch``: a tensor (input ids, images), a tuple of positional arguments or a dict of keyword arguments
+    of ``model.forward_features`` (or of ``output_fn(model, batch)``, which must return the output tensor).
+    ``seed`` fixes G and the dropout masks. Parameter gradients are cleared before and after.
+    """
+    was = model.training
+    model.train(train)
+    model.zero_grad(set_to_none=True)
+    gen_state = torch.random.get_rng_state()
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)
+        with SignalMonitor(model, grad=grad) as mon:
+            with torch.enable_grad():
+                out = output_fn(model, batch) if output_fn is not None else _call(model, batch)
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                if grad:
+                    G = torch.randn(out.shape, dtype=torch.float32, device=out.device).to(out.dtype)
+                    (out * G).float().sum().backward()
+            table = mon.table(meta=dict(model=type(model).__name__, train=train, seq_len=_seq_len(out),
+                                        batch_size=int(out.shape[0]) if out.dim() > 0 else 1))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+        if seed is not None:
+            torch.random.set_rng_state(gen_state)
+    return table
+
+
+def _seq_len(out: torch.Tensor) -> int | None:
+    return int(out.shape[-2]) if out.dim() >= 3 else None
+
+
+def measure_many(
+    make_model: Callable[[int], nn.Module],
+    batch: Any,
+    seeds: Sequence[int] | int = 4,
+    **kwargs: Any,
+) -> SignalMeasurement:
+    """Average of :func:`measure` over freshly built models ``make_model(seed)`` (one G and dropout draw each)."""
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    items = []
+    for s in seeds:
+        model = make_model(s)
+        items.append(measure(model, batch(s) if callable(batch) else batch, seed=1000 + s, **kwargs))
+        del model
+    return SignalMeasurement.average(items)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _rel(p: float, m: float) -> float:
+    if not (math.isfinite(p) and math.isfinite(m)) or m == 0:
+        return float("nan")
+    return abs(p - m) / abs(m)
+
+
+@dataclass
+class Comparison:
+    """Predicted vs measured per row, relative errors |p - m| / |m|, and a summary."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, float]
+
+    def errors(self, col: str, kinds: Sequence[str] = ("attn", "cross_attn", "ffn")) -> list[float]:
+        return [r[f"{col}_err"] for r in self.rows if r["kind"] in kinds]
+
+    def table(self, every: int = 1, cols: Sequence[str] = ("fwd_var", "fwd_corr", "grad_var", "wgrad_norm")) -> str:
+        """A compact text table: every ``every``-th sub-layer (plus the first and last rows)."""
+        head = f"{'row':>4} {'blk':>4} {'kind':<6}" + "".join(f" {c + ' pred':>14} {'meas':>10} {'err%':>6}" for c in cols)
+        lines = [head, "-" * len(head)]
+        n = len(self.rows)
+        for i, r in enumerate(self.rows):
+            if not (i == 0 or i == n - 1 or r["kind"] == "input" or (r["sublayer"] + 1) % every == 0):
+                continue
+            s = f"{i:>4} {r['block']:>4} {r['kind']:<6}"
+            for c in cols:
+                e = r[f"{c}_err"]
+                s += f" {_fmt(r[c + '_pred']):>14} {_fmt(r[c + '_meas']):>10} {('' if not math.isfinite(e) else f'{100 * e:.1f}'):>6}"
+            lines.append(s)
+        sm = self.summary
+        lines.append(
+            f"forward variance rel. error: max {100 * sm['fwd_var_max_err']:.2f}%, median {100 * sm['fwd_var_median_err']:.2f}%"
+            f" | grad ratio input/output: predicted {_fmt(sm['grad_ratio_pred'])}, measured {_fmt(sm['grad_ratio_meas'])}"
+            f" (pred/meas {sm['grad_ratio_rel']:.3f})"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table(every=max(1, len(self.rows) // 24))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(rows=self.rows, summary=self.summary)
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return "-"
+    return f"{x:.4g}"
+
+
+def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
+    """Row-by-row relative errors; summary: max/median forward-variance error over sub-layer rows, median
+    errors of the other columns, and the input/output gradient-variance ratio predicted vs measured."""
+    if list(prediction.kind) != list(measurement.kind):
+        raise ValueError(
+            f"row layouts differ ({len(prediction)} predicted vs {len(measurement)} measured rows): "
+            "was the prediction made for the same architecture?"
+        )
+    rows = []
+    for i in range(len(prediction)):
+        r: dict[str, Any] = {c: getattr(prediction, c)[i] for c in ("stack", "sublayer", "block", "kind")}
+        for c in _AVG:
+            p, m = getattr(prediction, c)[i], getattr(measurement, c)[i]
+            r[f"{c}_pred"], r[f"{c}_meas"], r[f"{c}_err"] = p, m, _rel(p, m)
+        rows.append(r)
+    sub = [r for r in rows if r["kind"] != "input"]
+
+    def stat(col: str, fn: Callable[[list[float]], float]) -> float:
+        v = [r[f"{col}_err"] for r in sub if math.isfinite(r[f"{col}_err"])]
+        return fn(v) if v else float("nan")
+
+    gp, gm = prediction.grad_ratio(), measurement.grad_ratio()
+    summary = dict(
+        fwd_var_max_err=stat("fwd_var", max),
+        fwd_var_median_err=stat("fwd_var", statistics.median),
+        fwd_corr_median_err=stat("fwd_corr", statistics.median),
+        grad_var_median_err=stat("grad_var", statistics.median),
+        grad_var_max_err=stat("grad_var", max),
+        wgrad_norm_median_err=stat("wgrad_norm", statistics.median),
+        grad_ratio_pred=gp,
+        grad_ratio_meas=gm,
+        grad_ratio_rel=gp / gm if gm else float("nan"),
+    )
+    return Comparison(rows, summary)
+
+
+def predict_vs_measure(
+    make_model: Callable[[int], nn.Module],
+    batch: Any,
+    seeds: Sequence[int] | int = 4,
+    *,
+    seq_len: int | None = None,
+    **predict_kwargs: Any,
+) -> tuple[SignalPrediction, SignalMeasurement, Comparison]:
+    """Theory vs measurement averaged over fresh models ``make_model(seed)``.
+
+    Each model is predicted from its own weights with the embedding statistics measured on ``batch``
+    (``measure_embedding``: variance and token correlation before dropout), then measured on the same batch;
+    predictions and measurements are averaged row-wise and compared.
+    """
+    from ..theory.predict import measure_embedding, predict
+
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    preds, meas = [], []
+    for s in seeds:
+        model = make_model(s)
+        emb = measure_embedding(model, batch)
+        kw = dict(predict_kwargs)
+        if isinstance(batch, torch.Tensor):
+            kw.setdefault("batch_size", int(batch.shape[0]))
+        preds.append(predict(model, seq_len, r_emb=[c for _, c in emb], emb_var=[v for v, _ in emb], **kw))
+        meas.append(measure(model, batch, seed=1000 + s))
+        del model
+    p, m = SignalPrediction.mean(preds), SignalMeasurement.average(meas)
+    return p, m, compare(p, m)

@@ -1,0 +1,200 @@
+"""Hooks that measure signal propagation on real batches: ``SignalMonitor``.
+
+For every residual-stream point of a model (each stack's input and every residual sub-layer's output) the
+monitor records, per forward pass, the variance of the stream (``torch.var``) and its token correlation
+(:func:`dslm_zoo.theory.predict.token_correlation`), and, through tensor hooks on the same tensors, the
+variance and token correlation of the gradient that reaches them in the next backward. After a backward the
+weight-gradient norms of each sub-layer's output projection (attention W_O, FFN W2) and of its whole branch are
+read from ``.grad``. The statistics are kept as 0-dim tensors (no host sync inside the hooks), nothing else is
+retained, and ``enabled = False`` turns every hook into a no-op, so the monitor can stay attached in training.
+
+Works on dslm_zoo models (every ``Residual`` of every stack in ``stack_plans()``) and on timm
+``VisionTransformer`` (Pre-LN ``Block``: the point after attention is the input of ``norm2``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ResidualPoint", "residual_points", "SignalMonitor"]
+
+
+@dataclass
+class ResidualPoint:
+    """One residual-stream point: where to hook it and which weights belong to the sub-layer ending there."""
+
+    stack: int
+    sublayer: int  # -1 for the stack input
+    block: int
+    kind: str  # input | attn | cross_attn | ffn
+    module: nn.Module
+    pre: bool  # True: the point is the module's first input; False: its output
+    out_weight: nn.Parameter | None = None  # W_O / FFN W2
+    branch: nn.Module | None = None  # every parameter of the sub-layer's branch
+
+
+def _is_timm_vit(model: nn.Module) -> bool:
+    try:
+        from timm.models.vision_transformer import VisionTransformer as TimmViT
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, TimmViT)
+
+
+def residual_points(model: nn.Module) -> list[ResidualPoint]:
+    """The residual-stream points of a dslm_zoo model or a timm ViT, in the row order of ``SignalTable``."""
+    pts: list[ResidualPoint] = []
+    if _is_timm_vit(model):
+        blocks = list(model.blocks)
+        pts.append(ResidualPoint(0, -1, -1, "input", blocks[0], True))
+        for b, blk in enumerate(blocks):
+            if not hasattr(blk, "norm2") or not hasattr(blk, "ls1"):
+                raise TypeError(f"unsupported timm block {type(blk).__name__}")
+            pts.append(ResidualPoint(0, 2 * b, b, "attn", blk.norm2, True, blk.attn.proj.weight, blk.attn))
+            pts.append(ResidualPoint(0, 2 * b + 1, b, "ffn", blk, False, blk.mlp.fc2.weight, blk.mlp))
+        return pts
+    if not hasattr(model, "stack_plans"):
+        raise TypeError(f"{type(model).__name__} is neither a dslm_zoo model nor a timm VisionTransformer")
+    from ..layers import Attention, CrossAttention
+
+    for k, plan in enumerate(model.stack_plans()):
+        st = plan.stack
+        res = st.residuals()
+        per_block = 3 if st.has_cross_attn else 2
+        pts.append(ResidualPoint(k, -1, -1, "input", res[0], True))
+        for i, r in enumerate(res):
+            b = r.branch
+            kind = "cross_attn" if isinstance(b, CrossAttention) else "attn" if isinstance(b, Attention) else "ffn"
+            w = b.proj.weight if kind != "ffn" else b.fc2.weight
+            pts.append(ResidualPoint(k, i, i // per_block, kind, r, False, w, b))
+    return pts
+
+
+def _first_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    return None
+
+
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(variance, token correlation) of a (..., tokens, features) tensor as 0-dim fp32 tensors."""
+    x = x.detach().float()
+    var = x.var()
+    if x.dim() < 2 or x.shape[-2] < 2:
+        return var, torch.full((), float("nan"), device=x.device)
+    x = x.reshape(-1, x.shape[-2], x.shape[-1])
+    B, N, _ = x.shape
+    xc = x - x.mean(-1, keepdim=True)
+    tot = xc.sum(1)
+    total = (tot * tot).sum()
+    diag = (xc * xc).sum()
+    corr = ((total - diag) / (B * N * (N - 1))) / (diag / (B * N))
+    return var, corr
+
+
+class SignalMonitor:
+    """Per-sub-layer forward and gradient statistics of the last forward/backward.
+
+        with SignalMonitor(model) as mon:
+            out = model.forward_features(x)
+            (out * torch.randn_like(out)).sum().backward()
+        table = mon.table()          # a SignalMeasurement (same rows as dslm_zoo.theory.predict)
+
+    ``grad=False`` skips the tensor hooks; ``enabled`` toggles everything (hooks stay registered but return at
+    once). ``remove()`` (or leaving the ``with`` block) detaches the hooks. Under gradient checkpointing the
+    forward hooks also fire during recomputation; the last call wins, which measures the same values.
+    """
+
+    def __init__(self, model: nn.Module, *, grad: bool = True, corr: bool = True, enabled: bool = True):
+        self.model = model
+        self.points = residual_points(model)
+        self.grad, self.corr, self.enabled = grad, corr, enabled
+        self._handles: list[Any] = []
+        self.reset()
+        self.attach()
+
+    # -- life cycle -----------------------------------------------------------------------------------------
+    def attach(self) -> "SignalMonitor":
+        if self._handles:
+            return self
+        for idx, pt in enumerate(self.points):
+            if pt.pre:
+                def pre_hook(mod: nn.Module, args: tuple, idx: int = idx) -> None:
+                    self._record(idx, _first_tensor(args))
+
+                self._handles.append(pt.module.register_forward_pre_hook(pre_hook))
+            else:
+                def fwd_hook(mod: nn.Module, args: tuple, out: Any, idx: int = idx) -> None:
+                    self._record(idx, _first_tensor(out))
+
+                self._handles.append(pt.module.register_forward_hook(fwd_hook))
+        return self
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "SignalMonitor":
+        return self.attach()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    def reset(self) -> None:
+        n = len(self.points)
+        self._fwd: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
+        self._grad: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
+
+    # -- hooks ----------------------------------------------------------------------------------------------
+    def _record(self, idx: int, x: torch.Tensor | None) -> None:
+        if not self.enabled or x is None:
+            return
+        with torch.no_grad():
+            v, c = _stats(x) if self.corr else (x.detach().float().var(), torch.full((), float("nan")))
+        self._fwd[idx] = (v, c)
+        if self.grad and x.requires_grad and torch.is_grad_enabled():
+            def on_grad(g: torch.Tensor, idx: int = idx) -> None:
+                if self.enabled:
+                    with torch.no_grad():
+                        self._grad[idx] = _stats(g) if self.corr else (g.detach().float().var(), torch.full((), float("nan")))
+
+            x.register_hook(on_grad)
+
+    # -- read-out -------------------------------------------------------------------------------------------
+    def weight_grad_norms(self) -> tuple[list[float], list[float]]:
+        """(output-projection, whole-branch) weight-gradient Frobenius norms per point (nan for input rows)."""
+        out, br = [], []
+        for pt in self.points:
+            if pt.out_weight is None or pt.out_weight.grad is None:
+                out.append(float("nan"))
+            else:
+                out.append(float(pt.out_weight.grad.detach().float().norm()))
+            if pt.branch is None:
+                br.append(float("nan"))
+            else:
+                sq = [p.grad.detach().float().pow(2).sum() for p in pt.branch.parameters() if p.grad is not None]
+                br.append(float(torch.stack(sq).sum().sqrt()) if sq else float("nan"))
+        return out, br
+
+    def table(self, meta: dict[str, Any] | None = None):
+        """The last forward/backward as a :class:`~dslm_zoo.diagnostics.compare.SignalMeasurement`."""
+        from .compare import SignalMeasurement
+
+        nan = float("nan")
+        fv = [nan if s is None else float(s[0]) for s in self._fwd]
+        fc = [nan if s is None else float(s[1]) for s in self._fwd]
+        gv = [nan if s is None else float(s[0]) for s in self._grad]
+        gc = [nan if s is None else float(s[1]) for s in self._grad]
+        wo, wb = self.weight_grad_norms()
+        p = self.points
+        return SignalMeasurement(
+            stack=[q.stack for q in p], sublayer=[q.sublayer for q in p], block=[q.block for q in p],
+            kind=[q.kind for q in p], fwd_var=fv, fwd_corr=fc, grad_var=gv, grad_corr=gc, wgrad_norm=wo,
+            wgrad_branch=wb, meta=dict(meta or {}),
+        )
