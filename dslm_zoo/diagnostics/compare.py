@@ -16,12 +16,10 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..theory.predict import SignalPrediction, SignalTable, _call
+from ..theory.predict import _FLOAT_COLUMNS, SignalPrediction, SignalTable, _call, _nanmean
 from .hooks import SignalMonitor
 
 __all__ = ["SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure"]
-
-_AVG = ("fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm")
 
 
 @dataclass
@@ -35,36 +33,22 @@ class SignalMeasurement(SignalTable):
 
     @classmethod
     def average(cls, items: Sequence["SignalMeasurement"]) -> "SignalMeasurement":
-        """Row-wise mean over measurements of one architecture (e.g. several init seeds)."""
+        """Row-wise mean over measurements of one architecture (e.g. several init seeds), plus the per-row
+        standard deviation of each column across them in ``spread``."""
         items = list(items)
-        if not items:
-            raise ValueError("nothing to average")
-        first = items[0]
-        if any(m.kind != first.kind for m in items):
-            raise ValueError("measurements have different row layouts")
-
-        def mean(col: str) -> list[float]:
-            return [_nanmean(getattr(m, col)[i] for m in items) for i in range(len(first))]
+        avg = super().mean(items)  # checks the row layouts and averages the shared columns
+        avg.wgrad_branch = [_nanmean([m.wgrad_branch[i] for m in items]) for i in range(len(avg))]
 
         def sd(col: str) -> list[float]:
             out = []
-            for i in range(len(first)):
+            for i in range(len(avg)):
                 v = [getattr(m, col)[i] for m in items if math.isfinite(getattr(m, col)[i])]
                 out.append(statistics.stdev(v) if len(v) > 1 else float("nan"))
             return out
 
-        meta = dict(first.meta)
-        meta["n_models"] = len(items)
-        return cls(
-            stack=list(first.stack), sublayer=list(first.sublayer), block=list(first.block), kind=list(first.kind),
-            **{c: mean(c) for c in _AVG}, wgrad_branch=mean("wgrad_branch"),
-            spread={c: sd(c) for c in _AVG}, n_models=len(items), meta=meta,
-        )
-
-
-def _nanmean(vals: Iterable[float]) -> float:
-    v = [x for x in vals if math.isfinite(x)]
-    return sum(v) / len(v) if v else float("nan")
+        avg.spread = {c: sd(c) for c in _FLOAT_COLUMNS}
+        avg.n_models = len(items)
+        return avg
 
 
 def measure(
@@ -191,7 +175,7 @@ def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
     rows = []
     for i in range(len(prediction)):
         r: dict[str, Any] = {c: getattr(prediction, c)[i] for c in ("stack", "sublayer", "block", "kind")}
-        for c in _AVG:
+        for c in _FLOAT_COLUMNS:
             p, m = getattr(prediction, c)[i], getattr(measurement, c)[i]
             r[f"{c}_pred"], r[f"{c}_meas"], r[f"{c}_err"] = p, m, _rel(p, m)
         rows.append(r)
