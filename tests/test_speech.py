@@ -326,7 +326,7 @@ def test_deepnorm_needs_post_ln_and_uses_encoder_decoder_constants():
 # DSLM signal propagation at init
 
 
-def _stream_second_moments(norm_first: bool, seeds=range(8), depth=48, decoder_depth=24):
+def _stream_second_moments(norm_first: bool, seeds=range(8), depth=48, decoder_depth=24, **model_kwargs):
     """Seed-averaged E[x^2] of the residual streams over real tokens, train mode (dropout on), 'dslm' init.
 
     Pre-LN: the stream entering each stack and after every block. Post-LN: the sum entering every residual's
@@ -337,7 +337,9 @@ def _stream_second_moments(norm_first: bool, seeds=range(8), depth=48, decoder_d
     enc_runs, dec_runs = [], []
     for seed in seeds:
         torch.manual_seed(seed)
-        m = dslm_zoo.create_model("dslm_st_tiny", depth=depth, decoder_depth=decoder_depth, norm_first=norm_first).train()
+        m = dslm_zoo.create_model(
+            "dslm_st_tiny", depth=depth, decoder_depth=decoder_depth, norm_first=norm_first, **model_kwargs
+        ).train()
         tgt = _zipf_targets(2, 32, m.cfg.vocab_size, seed)
         keep = torch.arange(int(m.source_lengths(lengths).max()))[None] < m.source_lengths(lengths)[:, None]
         enc, dec, hooks = [], [], []
