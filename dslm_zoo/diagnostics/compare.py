@@ -2,7 +2,7 @@
 
 The protocol is the authors' (Kedia et al. 2024, Sec. 6 of ``shared/spec/dslm.md``): a training-mode forward on
 a real batch, an upstream gradient G with i.i.d. N(0, 1) entries injected as ``loss = sum(out * G)`` at the
-output of the last stack (``forward_features``), one backward, no optimiser step. Single models fluctuate by
+output of the last stack (``forward_features``; ``forward_hidden`` for encoder-decoders), one backward, no optimiser step. Single models fluctuate by
 about 2/sqrt(d) around the theory's expectation (the cross term 2 lambda beta cov(x, F(x)) random-walks), so
 :func:`measure_many` averages fresh initialisations.
 """
@@ -63,7 +63,7 @@ def measure(
     """One forward (training mode by default) and one backward of ``sum(out * G)``, G ~ N(0, 1) i.i.d.
 
     ``batch``: a tensor (input ids, images), a tuple of positional arguments or a dict of keyword arguments
-    of ``model.forward_features`` (or of ``output_fn(model, batch)``, which must return the output tensor).
+    of ``model.forward_features`` (``forward_hidden`` where the model has one) (or of ``output_fn(model, batch)``, which must return the output tensor).
     ``seed`` fixes G and the dropout masks. Parameter gradients are cleared before and after.
     """
     was = model.training
@@ -89,6 +89,12 @@ def measure(
         if seed is not None:
             torch.random.set_rng_state(gen_state)
     return table
+
+
+def _first_tensor(batch: Any) -> torch.Tensor | None:
+    """The first tensor of a batch (a tensor, tuple or dict), whose leading dimension is the batch size."""
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else [batch]
+    return next((t for t in items if isinstance(t, torch.Tensor)), None)
 
 
 def _seq_len(out: torch.Tensor) -> int | None:
@@ -222,8 +228,9 @@ def predict_vs_measure(
         model = make_model(s)
         emb = measure_embedding(model, batch)
         kw = dict(predict_kwargs)
-        if isinstance(batch, torch.Tensor):
-            kw.setdefault("batch_size", int(batch.shape[0]))
+        first = _first_tensor(batch)
+        if first is not None:
+            kw.setdefault("batch_size", int(first.shape[0]))
         preds.append(predict(model, seq_len, r_emb=[c for _, c in emb], emb_var=[v for v, _ in emb], **kw))
         meas.append(measure(model, batch, seed=1000 + s))
         del model

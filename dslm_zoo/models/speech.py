@@ -391,8 +391,19 @@ class SpeechTranslationModel(StackModel):
         ``tgt_mask`` (B, N), True = real token, is only needed for left padding: with right padding the causal mask
         already hides the padded positions from the real ones.
         """
+        return self.forward_head(self.forward_hidden(feats, feat_lengths, tgt_in, tgt_mask))
+
+    def forward_hidden(
+        self,
+        feats: torch.Tensor,
+        feat_lengths: torch.Tensor | None,
+        tgt_in: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher forcing without the head: final decoder hidden states (B, N, D), the output of the last stack
+        (where ``dslm_zoo.diagnostics`` injects its gradient, so the encoder is reached through cross-attention)."""
         memory, memory_mask = self.forward_features(feats, feat_lengths)
-        return self.forward_head(self.decode(tgt_in, memory, memory_mask, tgt_mask))
+        return self.decode(tgt_in, memory, memory_mask, tgt_mask)
 
     def forward_intermediates(
         self,

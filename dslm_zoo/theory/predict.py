@@ -531,6 +531,12 @@ def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | 
 
     plans = model.stack_plans()
     index = {id(p.stack): i for i, p in enumerate(plans)}
+    memories = {id(p.memory) for p in plans if p.memory is not None}
+
+    def length(stack: Any) -> int | None:  # seq_len is the loss stack's length, memory_len the memory's
+        given = memory_len if id(stack) in memories else seq_len
+        return given or stack.seq_len
+
     out = []
     for plan in plans:
         st = plan.stack
@@ -546,7 +552,7 @@ def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | 
                 cross = isinstance(b, CrossAttention)
                 q_owner = b.q.weight if cross else b.qkv.weight
                 kv_owner = b.kv.weight if cross else b.qkv.weight
-                L = (memory_len or st.memory_len) if cross else (seq_len or st.seq_len)
+                L = (memory_len or st.memory_len) if cross else length(st)
                 subs.append(_Sub(
                     kind="cross_attn" if cross else "attn", **common,
                     sq2=ms(q_owner, "q", b.q_weight()), sk2=ms(kv_owner, "k", b.k_weight()),
@@ -565,7 +571,7 @@ def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | 
 
         out.append(_Stack(
             subs=subs, d=st.dim, norm_first=st.norm_first, final_g=fg, final_b=fb, final_eps=feps,
-            final_identity=not isinstance(st.norm, nn.LayerNorm), seq_len=seq_len or st.seq_len,
+            final_identity=not isinstance(st.norm, nn.LayerNorm), seq_len=length(st),
             v_in=float("nan"), r_in=float("nan"),
             memory=None if plan.memory is None else index[id(plan.memory)], role=plan.role,
         ))
@@ -994,7 +1000,10 @@ def predict(
             through its init scheme's rules), a registered model name or a family config (built on the meta
             device and initialised there with ``init``, default ``cfg.init``; ``model_kwargs`` override config
             fields, e.g. ``depth=1000, norm_first=False``), or a timm ``VisionTransformer``.
-        seq_len: tokens per sequence (default: the length the stack was built for; timm: its token count).
+        seq_len: tokens per sequence of the stack the loss sits on (the decoder of an encoder-decoder; default:
+            the length the stack was built for; timm: its token count).
+        memory_len: tokens of a memory stack (the encoder of an encoder-decoder): its self-attention length and
+            what cross-attention reads (default: the length it was built for).
         init: init scheme for names, configs and meta models.
         r_emb: token correlation of the embedding output before dropout (default ``cfg.dslm_r_emb``; timm 0.2);
             one value for every stack or one per stack. Measure it with :func:`measure_r_emb`.
@@ -1005,6 +1014,7 @@ def predict(
         train: dropout active (the authors' protocol: a training-mode forward and backward at lr 0).
         qk_path: include the (derived) attention gradient through Q, K and the softmax; False is the paper's
             value-path-only formula.
+        pixel_var: mean square of the pixels / filterbank features entering a patch or conv embedding.
     """
     from torch import nn
 
@@ -1165,7 +1175,8 @@ def _stack_inputs(model: Any) -> list[Any]:
 
 
 def _call(model: Any, batch: Any) -> Any:
-    fwd = getattr(model, "forward_features", None) or model
+    """The output of a model's last stack: ``forward_hidden`` (encoder-decoders) or ``forward_features``."""
+    fwd = getattr(model, "forward_hidden", None) or getattr(model, "forward_features", None) or model
     if isinstance(batch, dict):
         return fwd(**batch)
     if isinstance(batch, (tuple, list)):
