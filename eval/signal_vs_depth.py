@@ -5,7 +5,8 @@ For each (init, LayerNorm placement, depth) a BERT-style encoder (``dslm_bert_ti
 overridden, 4 heads, dropout 0.1, 64 tokens x 8 sequences) is built ``--seeds`` times; every model is predicted
 from its own weights (:func:`dslm_zoo.diagnostics.predict_vs_measure`) and measured with the authors' protocol
 (training-mode forward, loss = sum(out * G), G ~ N(0, 1)). Printed per row: the largest and median forward
-variance error over sub-layers, the input/output gradient-variance ratio predicted and measured (seed means), their
+variance error over sub-layers, the largest error of the residual sums (in Post-LN the LayerNorm inputs: the
+stream itself is normalised to 1), the input/output gradient-variance ratio predicted and measured (seed means), their
 quotient, and ``cv``, the coefficient of variation of the measured input gradient across seeds: when it is large
 the seed mean of a handful of models cannot pin the expectation the theory gives (Xavier Post-LN multiplies a
 per-layer factor that differs from model to model, so the ratio is about log-normal and its mean sits in the tail).
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[12, 48, 192, 1000])
     ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[8, 8, 8, 4], help="one value, or one per depth")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[16, 16, 8, 4], help="one value, or one per depth")
     ap.add_argument("--inits", nargs="+", default=["dslm", "xavier"])
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     args = ap.parse_args(argv)
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--seeds takes one value or one per depth ({len(args.depths)}), got {len(args.seeds)}")
     seeds_for = dict(zip(args.depths, args.seeds * len(args.depths) if len(args.seeds) == 1 else args.seeds))
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    head = ("| init | LN | depth | d | seeds | fwd var err max | median | grad ratio pred | meas | pred/meas | cv |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| init | LN | depth | d | seeds | fwd var err max | median | sum var err max | grad ratio pred | meas | "
+            "pred/meas | cv |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     print(head, flush=True)
     for depth in args.depths:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 meas = s["grad_ratio_meas"]
                 note = "" if math.isfinite(meas) else " (fp32 overflow)"
                 line = (f"| {init} | {'Pre' if norm_first else 'Post'} | {depth} | {args.width} | {seeds_for[depth]} | "
-                        f"{100 * s['fwd_var_max_err']:.2f}% | {100 * s['fwd_var_median_err']:.2f}% | "
+                        f"{100 * s['fwd_var_max_err']:.2f}% | {100 * s['fwd_var_median_err']:.2f}% | {100 * s['sum_var_max_err']:.2f}% | "
                         f"{_fmt(s['grad_ratio_pred'])} | {_fmt(meas)}{note} | {_fmt(s['grad_ratio_rel'])} | "
                         f"{_fmt(s['cv'])} |")
                 lines.append(line)

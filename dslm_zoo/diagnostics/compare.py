@@ -152,6 +152,7 @@ class Comparison:
         sm = self.summary
         lines.append(
             f"forward variance rel. error: max {100 * sm['fwd_var_max_err']:.2f}%, median {100 * sm['fwd_var_median_err']:.2f}%"
+            f" (residual sums: max {100 * sm['sum_var_max_err']:.2f}%)"
             f" | grad ratio input/output: predicted {_fmt(sm['grad_ratio_pred'])}, measured {_fmt(sm['grad_ratio_meas'])}"
             f" (pred/meas {sm['grad_ratio_rel']:.3f})"
         )
@@ -171,7 +172,8 @@ def _fmt(x: float) -> str:
 
 
 def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
-    """Row-by-row relative errors; summary: max/median forward-variance error over sub-layer rows, median
+    """Row-by-row relative errors; summary: max/median forward-variance error over sub-layer rows (and of the
+    residual sums, which in Post-LN are what the LayerNorms normalise), median
     errors of the other columns, and the input/output gradient-variance ratio predicted vs measured."""
     if list(prediction.kind) != list(measurement.kind):
         raise ValueError(
@@ -195,6 +197,8 @@ def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
     summary = dict(
         fwd_var_max_err=stat("fwd_var", max),
         fwd_var_median_err=stat("fwd_var", statistics.median),
+        sum_var_max_err=stat("sum_var", max),
+        sum_var_median_err=stat("sum_var", statistics.median),
         fwd_corr_median_err=stat("fwd_corr", statistics.median),
         grad_var_median_err=stat("grad_var", statistics.median),
         grad_var_max_err=stat("grad_var", max),

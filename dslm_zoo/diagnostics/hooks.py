@@ -34,6 +34,7 @@ class ResidualPoint:
     pre: bool  # True: the point is the module's first input; False: its output
     out_weight: nn.Parameter | None = None  # W_O / FFN W2
     branch: nn.Module | None = None  # every parameter of the sub-layer's branch
+    post_norm: nn.Module | None = None  # Post-LN: the LayerNorm whose input is the residual sum
 
 
 def _is_timm_vit(model: nn.Module) -> bool:
@@ -69,7 +70,8 @@ def residual_points(model: nn.Module) -> list[ResidualPoint]:
             b = r.branch
             kind = "cross_attn" if isinstance(b, CrossAttention) else "attn" if isinstance(b, Attention) else "ffn"
             w = b.proj.weight if kind != "ffn" else b.fc2.weight
-            pts.append(ResidualPoint(k, i, i // per_block, kind, r, False, w, b))
+            post = None if r.norm_first else r.norm
+            pts.append(ResidualPoint(k, i, i // per_block, kind, r, False, w, b, post))
     return pts
 
 
@@ -133,6 +135,13 @@ class SignalMonitor:
                     self._record(idx, _first_tensor(out))
 
                 self._handles.append(pt.module.register_forward_hook(fwd_hook))
+            if pt.post_norm is not None:
+                def sum_hook(mod: nn.Module, args: tuple, idx: int = idx) -> None:
+                    x = _first_tensor(args)
+                    if self.enabled and x is not None:
+                        self._sum[idx] = x.detach().float().var()
+
+                self._handles.append(pt.post_norm.register_forward_pre_hook(sum_hook))
         return self
 
     def remove(self) -> None:
@@ -150,6 +159,7 @@ class SignalMonitor:
         n = len(self.points)
         self._fwd: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
         self._grad: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
+        self._sum: list[torch.Tensor | None] = [None] * n
 
     # -- hooks ----------------------------------------------------------------------------------------------
     def _record(self, idx: int, x: torch.Tensor | None) -> None:
@@ -193,8 +203,13 @@ class SignalMonitor:
         gc = [nan if s is None else float(s[1]) for s in self._grad]
         wo, wb = self.weight_grad_norms()
         p = self.points
+        # the residual sum: measured at a Post-LN LayerNorm's input, else the stream itself (Pre-LN)
+        sv = [
+            nan if q.kind == "input" else (nan if t is None else float(t)) if q.post_norm is not None else f
+            for q, t, f in zip(p, self._sum, fv)
+        ]
         return SignalMeasurement(
             stack=[q.stack for q in p], sublayer=[q.sublayer for q in p], block=[q.block for q in p],
             kind=[q.kind for q in p], fwd_var=fv, fwd_corr=fc, grad_var=gv, grad_corr=gc, wgrad_norm=wo,
-            wgrad_branch=wb, meta=dict(meta or {}),
+            sum_var=sv, wgrad_branch=wb, meta=dict(meta or {}),
         )

@@ -61,8 +61,8 @@ __all__ = [
     "token_correlation",
 ]
 
-COLUMNS = ("stack", "sublayer", "block", "kind", "fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm")
-_FLOAT_COLUMNS = ("fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm")
+COLUMNS = ("stack", "sublayer", "block", "kind", "fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm", "sum_var")
+_FLOAT_COLUMNS = ("fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm", "sum_var")
 _INT_COLUMNS = ("stack", "sublayer", "block")
 
 
@@ -78,7 +78,9 @@ class SignalTable:
     sub-layer's output (``kind`` 'attn' | 'cross_attn' | 'ffn'). ``fwd_var``: variance of the residual stream
     (``torch.var``); ``fwd_corr``: token-token correlation; ``grad_var`` / ``grad_corr``: the same for the
     gradient of ``loss = sum(out * G)``; ``wgrad_norm``: Frobenius norm of the gradient of the sub-layer's output
-    projection (attention W_O / FFN W2; nan on input rows). ``meta`` holds the settings (seq_len, batch_size, ...).
+    projection (attention W_O / FFN W2; nan on input rows); ``sum_var``: variance of the residual sum
+    ``lambda x + beta F`` (Post-LN: what enters the sub-layer's LayerNorm, the forward quantity the normalised
+    stream hides; Pre-LN: the stream itself; nan on input rows). ``meta`` holds the settings (seq_len, ...).
     """
 
     stack: list[int] = field(default_factory=list)
@@ -90,6 +92,7 @@ class SignalTable:
     grad_var: list[float] = field(default_factory=list)
     grad_corr: list[float] = field(default_factory=list)
     wgrad_norm: list[float] = field(default_factory=list)
+    sum_var: list[float] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -152,8 +155,9 @@ class SignalTable:
     def from_dict(cls, d: dict[str, Any]):
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        for c in _FLOAT_COLUMNS:
-            kw[c] = [float("nan") if v is None else float(v) for v in kw.get(c, [])]
+        n = len(kw.get("kind", []))
+        for c in _FLOAT_COLUMNS:  # a column missing from an older file reads as nan
+            kw[c] = [float("nan") if v is None else float(v) for v in kw.get(c, [None] * n)]
         for c in _INT_COLUMNS:
             kw[c] = [int(v) for v in kw.get(c, [])]
         return cls(**kw)
@@ -411,6 +415,79 @@ def _attn_causal(r: float, L: int, d: int, s: float, pa: float) -> dict[str, Any
         A=A, C=min(C, float(A.mean())), S=S, T=T, Srow=Srow, Trow=T * c["inv"], R2=R2, K2=K2,
         other_k=np.maximum(K2 - R2 - c["kcorr"], 0.0), kappa=k_s * k_s * np.maximum(ES2 - S * S, 0.0) / (A * A),
     )
+
+
+@lru_cache(maxsize=16)
+def _pair_bins(L: int, max_bins: int = 64) -> tuple[Any, Any, Any, Any]:
+    """Position bins for the per-pair covariances of a causal stack: (first position of each bin, positions per
+    bin, weight of each bin pair among the L (L - 1) ordered pairs of distinct positions, mean of 1/max(i, k)
+    over those pairs). One bin per position up to ``max_bins`` positions, geometric bins beyond (the causal
+    structure varies like 1/position)."""
+    import numpy as np
+
+    if L <= max_bins:
+        starts = np.arange(L)
+    else:
+        starts = np.unique(np.floor(np.geomspace(1.0, L + 1.0, max_bins + 1)[:-1]).astype(int) - 1)
+    n = np.diff(np.append(starts, L)).astype(np.float64)
+    inv = 1.0 / np.arange(1, L + 1, dtype=np.float64)
+    inv_sum = np.add.reduceat(inv, starts)  # sum of 1/k over each bin
+    below = np.add.reduceat((np.arange(L) - np.repeat(starts, n.astype(int))) * inv, starts)  # sum (k - s_a - 1)/k
+    counts = np.outer(n, n) - np.diag(n)
+    later = np.triu(np.ones((len(n), len(n))), 1)  # a < b: every i in a precedes every k in b, max = k
+    sums = later * np.outer(n, inv_sum) + later.T * np.outer(inv_sum, n) + np.diag(2.0 * below)
+    ov = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    return starts, n, counts / max(L * (L - 1.0), 1.0), ov
+
+
+class _PairCov:
+    """Mean covariance between distinct positions, per pair of position bins, in a causal stack.
+
+    Causal attention makes positions differ in variance (position i averages i values) and in how much they share
+    (positions i and k share min(i, k) keys). A per-token LayerNorm then divides every pair's covariance by its own
+    two standard deviations, so the mean correlation after it is not the mean covariance over the mean variance:
+    at init in a 4-layer DSLM Post-LN GPT the first LayerNorm raises the mean correlation from 0.177 to 0.189
+    (measured); the ratio of means predicted no change."""
+
+    def __init__(self, L: int):
+        self.starts, self.n, self.w, self.ov = _pair_bins(L)
+
+    def bin(self, vec: Any) -> Any:
+        import numpy as np
+
+        return np.add.reduceat(np.asarray(vec, dtype=np.float64), self.starts) / self.n
+
+    def uniform(self, cov: float) -> Any:
+        import numpy as np
+
+        return np.full(self.w.shape, float(cov))
+
+    def scaled(self, C: Any, inv: Any) -> Any:
+        """Covariances after dividing position i by sqrt(1 / inv_i) (a LayerNorm with per-position 1 / variance)."""
+        import numpy as np
+
+        sb = np.sqrt(self.bin(inv))
+        return C * np.outer(sb, sb)
+
+    def mean(self, C: Any) -> float:
+        return float((self.w * C).sum())
+
+    def prefix_mean(self, C: Any) -> Any:
+        """Per bin pair (a, b): the mean of C over distinct position pairs (j, j') with j up to the end of bin a and
+        j' up to the end of bin b: what causal queries in a and b average over their keys."""
+        import numpy as np
+
+        tot = np.cumsum(np.cumsum(self.w * C, 0), 1)
+        cnt = np.cumsum(np.cumsum(self.w, 0), 1)
+        out = np.divide(tot, cnt, out=np.zeros_like(tot), where=cnt > 0)
+        first = out[cnt > 0][0] if (cnt > 0).any() else 0.0  # position 1 alone has no pair: take its first row's
+        return np.where(cnt > 0, out, first)
+
+    def per_position(self, M: Any) -> Any:
+        """The diagonal of a bin-pair matrix, expanded to positions."""
+        import numpy as np
+
+        return np.repeat(np.diagonal(M), self.n.astype(int))
 
 
 def _rev_cumsum(x: Any) -> Any:
@@ -799,6 +876,30 @@ def _branch_bwd(
     return v_var + q_var + k_var, v_cov, 0.0, 0.0
 
 
+def _branch_pair_cov(
+    s: _Sub, f: dict[str, Any], pc: _PairCov, Cu: Any, u: float, ru: float, Rpre: Any = None
+) -> Any:
+    """Per-bin-pair output covariance of a branch in a causal stack. Causal attention: queries i and k average
+    the input correlations of their key prefixes (``Rpre``) and share min(i, k) keys, the term
+    q (1 + 2 q ss2 / d) / max(i, k) of ``_attn_causal``'s C (with uniform input correlation the mean over pairs is
+    that C). FFN: every pair's own input correlation through the activation's correlation map. Cross-attention
+    reads one memory for every position (uniform)."""
+    import numpy as np
+
+    if s.kind == "ffn":
+        Ru = np.clip(Cu / u if u > 0 else Cu, -1.0, 1.0)
+        t = s.d * s.s1 * u
+        lo, hi = float(Ru.min()), float(Ru.max())
+        grid = np.linspace(lo, hi, 9) if hi - lo > 1e-9 else np.array([lo])
+        ec = np.array([_act_moments(s.act, t, float(g))[1] for g in grid])
+        vals = np.interp(Ru, grid, ec) if len(grid) > 1 else np.full(Ru.shape, ec[0])
+        return s.dff * s.s2 * vals + s.b_out
+    if "causal" not in f:
+        return pc.uniform(f["cov"])
+    q = 1.0 - ru
+    return f["g_vo"] * u * (Rpre + q * (1.0 + 2.0 * q * f["ss2"] / s.d) * pc.ov) + s.b_out
+
+
 def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[str, Any]:
     """Forward pass of one stack: per-point variance/correlation and the per-sub-layer records."""
     positional = any(s.kind == "attn" and s.causal and (s.L or 0) > 1 for s in st.subs)
@@ -815,20 +916,36 @@ def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[
     # backward scales the gradient by (1 - 2/d) E[1/s_t^2] ~ (1 - 2/d)(1 + kap)/s^2 (derived): a Gaussian vector
     # has kap = 2/d and the two cancel; a LayerNorm output has kap = 0.
     kap: Any = (3.0 / (1.0 - st.p_emb) - 1.0) / st.d
-    fv, fr, recs = [_mean(v)], [r], []
+    fv, fr, sv, recs = [_mean(v)], [r], [float("nan")], []
+    pc = _PairCov(len(v)) if positional else None
+    C = pc.scaled(pc.uniform(r), v) if pc is not None else None  # r sqrt(v_i v_k)
     for s in st.subs:
         if s.norm_first:
             inv = 1.0 / (v + s.eps)
             unit = _mean(v * inv)
             u = s.ln_g * unit + s.ln_b
-            ru = (s.ln_g * unit * r + s.ln_b) / u if u > 0 else r
+            if pc is not None:
+                Cu = s.ln_g * pc.scaled(C, inv) + s.ln_b
+                ru = pc.mean(Cu) / u if u > 0 else r
+            else:
+                ru = (s.ln_g * unit * r + s.ln_b) / u if u > 0 else r
         else:
-            inv, u, ru = None, _mean(v), r
+            inv, u, ru, Cu = None, _mean(v), r, C
         f = _branch_fwd(s, u, ru, mem if s.kind == "cross_attn" else None)
+        Rpre = None
+        if pc is not None and "causal" in f:
+            # query i averages the values of positions <= i: their own mean correlation, not the stack's
+            Rpre = pc.prefix_mean(Cu / u if u > 0 else Cu)
+            r_i = pc.per_position(Rpre)
+            f["var"] = f["var"] + f["g_vo"] * u * (r_i - ru) * (1.0 - f["causal"]["S"] / (1.0 - s.pa))
         b = s.beta2 * f["var"] / (1.0 - s.p)
         y = s.lam2 * v + b
         ym = _mean(y)
-        ry = (s.lam2 * _mean(v) * r + s.beta2 * f["cov"]) / ym if ym > 0 else r
+        if pc is not None:
+            C = s.lam2 * C + s.beta2 * _branch_pair_cov(s, f, pc, Cu, u, ru, Rpre)
+            ry = pc.mean(C) / ym if ym > 0 else r
+        else:
+            ry = (s.lam2 * _mean(v) * r + s.beta2 * f["cov"]) / ym if ym > 0 else r
         # per-token variances add; their spread (kappa) enters the backward through E[1/s_t^2] ~ (1 + kappa)/s^2
         # per-token variances add: the skip's spread, the branch's (chi-square over d features, dropout masks,
         # softmax rows) and the skip-branch cross term 2 lambda beta <x, b>/d of variance 4 lambda^2 v b/d
@@ -842,18 +959,24 @@ def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[
             inv_post = 1.0 / (y + s.eps)
             v = s.ln_g * y * inv_post + s.ln_b
             vm = _mean(v)
-            r = (s.ln_g * _mean(y * inv_post) * ry + s.ln_b) / vm if vm > 0 else ry
+            if pc is not None:
+                C = s.ln_g * pc.scaled(C, inv_post) + s.ln_b
+                r = pc.mean(C) / vm if vm > 0 else ry
+            else:
+                r = (s.ln_g * _mean(y * inv_post) * ry + s.ln_b) / vm if vm > 0 else ry
             rec["inv_post"] = inv_post
         recs.append(rec)
         fv.append(_mean(v))
         fr.append(r)
+        sv.append(ym)
     if st.final_identity:
         out = (_mean(v), r)
     else:
         unit = _mean(v / (v + st.final_eps))
         uo = st.final_g * unit + st.final_b
-        out = (uo, (st.final_g * unit * r + st.final_b) / uo if uo > 0 else r)
-    return dict(v=v, fv=fv, fr=fr, recs=recs, out=out, kappa=kap)
+        cov_o = pc.mean(pc.scaled(C, 1.0 / (v + st.final_eps))) if pc is not None else unit * r
+        out = (uo, (st.final_g * cov_o + st.final_b) / uo if uo > 0 else r)
+    return dict(v=v, fv=fv, fr=fr, sv=sv, recs=recs, out=out, kappa=kap)
 
 
 def _backward_stack(st: _Stack, fw: dict[str, Any], g_out: float, rho_out: float, qk_path: bool, batch: int):
@@ -941,11 +1064,12 @@ def _assemble(
         gv, gr, wg = grads[k]
         fw = fws[k]
         t.stack.append(k), t.sublayer.append(-1), t.block.append(-1), t.kind.append("input")
-        for col, val in zip(_FLOAT_COLUMNS, (fw["fv"][0], fw["fr"][0], gv[0], gr[0], float("nan"))):
+        for col, val in zip(_FLOAT_COLUMNS, (fw["fv"][0], fw["fr"][0], gv[0], gr[0], float("nan"), float("nan"))):
             getattr(t, col).append(float(val))
         for i, s in enumerate(st.subs):
             t.stack.append(k), t.sublayer.append(i), t.block.append(s.block), t.kind.append(s.kind)
-            for col, val in zip(_FLOAT_COLUMNS, (fw["fv"][i + 1], fw["fr"][i + 1], gv[i + 1], gr[i + 1], wg[i + 1])):
+            vals = (fw["fv"][i + 1], fw["fr"][i + 1], gv[i + 1], gr[i + 1], wg[i + 1], fw["sv"][i + 1])
+            for col, val in zip(_FLOAT_COLUMNS, vals):
                 getattr(t, col).append(float(val))
     return t
 
