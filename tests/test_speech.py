@@ -407,9 +407,9 @@ def test_theory_predicts_the_gradient_the_encoder_gets_through_cross_attention(i
     """The loss sits on the decoder; the encoder's only gradient arrives through the decoder's cross-attention
     layers (``dslm_zoo.theory.predict``: value and key paths, summed over layers). Encoder 8 + decoder 4 layers,
     d=256, 75 source / 32 target tokens, 8 seeds averaged. Reached (pred/meas; encoder-input gradient, whole-model
-    gradient ratio; max forward error): dslm Pre-LN 0.959, 0.967, 4.2% | dslm Post-LN 1.043, 0.955, 0.0% |
-    xavier Pre-LN 0.969, 0.871, 6.5% (the Xavier decoder's first two causal self-attention layers, over a
-    near-uncorrelated tiny embedding, measure 6.5% below the theory; that also costs the ratio its 13%).
+    gradient ratio; max forward error): dslm Pre-LN 0.942, 1.017, 4.2% | dslm Post-LN 1.041, 1.002, 0.0% |
+    xavier Pre-LN 0.938, 1.000, 6.5% (the Xavier decoder's first two causal self-attention layers, over a
+    near-uncorrelated tiny embedding, measure 6.5% below the theory).
     With the decoder's length used for the memory too (fixed 2026-11-23) the encoder gradient came out 2.6x low:
     it scales with Lq / M^2."""
     from dslm_zoo.diagnostics import predict_vs_measure

@@ -450,7 +450,26 @@ class _PairCov:
     (measured); the ratio of means predicted no change."""
 
     def __init__(self, L: int):
+        import numpy as np
+
         self.starts, self.n, self.w, self.ov = _pair_bins(L)
+        inv = 1.0 / np.arange(1, L + 1, dtype=np.float64)
+        s1, s2 = np.add.reduceat(inv, self.starts), np.add.reduceat(inv * inv, self.starts)
+        self.q = np.outer(s1, s1) - np.diag(s2)  # sum of 1/(i i') over distinct positions i in a, i' in b
+
+    @staticmethod
+    def suffix(M: Any) -> Any:
+        """Sums over bins >= a (vectors) or over bin pairs (>= a, >= b) (matrices)."""
+        import numpy as np
+
+        if M.ndim == 1:
+            return np.cumsum(M[::-1])[::-1]
+        return np.cumsum(np.cumsum(M[::-1, ::-1], 0), 1)[::-1, ::-1]
+
+    def sum_bins(self, vec: Any) -> Any:
+        import numpy as np
+
+        return np.add.reduceat(np.asarray(vec, dtype=np.float64), self.starts)
 
     def bin(self, vec: Any) -> Any:
         import numpy as np
@@ -829,11 +848,13 @@ def _branch_fwd(s: _Sub, u: float, r: float, mem: tuple[float, float, int | None
 
 
 def _branch_bwd(
-    s: _Sub, f: dict[str, Any], gb: Any, rb: float, r_q: float, Lq: int, qk_path: bool
+    s: _Sub, f: dict[str, Any], gb: Any, rb: float, r_q: float, Lq: int, qk_path: bool, cg_keys: Any = None
 ) -> tuple[Any, float, float, float]:
     """Backward through a branch whose output gradient has variance ``gb`` (float or per-position vector) and
     pair-mean correlation ``rb``: (variance and pair-mean covariance of the gradient at the branch input, and for
-    cross-attention the variance and covariance of the gradient it sends to each memory token)."""
+    cross-attention the variance and covariance of the gradient it sends to each memory token). ``cg_keys``
+    (causal attention): per key j, the mean gradient covariance of the query pairs that read it (i, i' >= j),
+    instead of the stack-wide mean."""
     gm = _mean(gb)
     cg = gm * rb  # mean covariance of the output gradient between two tokens
     if s.kind == "ffn":
@@ -861,10 +882,11 @@ def _branch_bwd(
         gbv = gb if not isinstance(gb, float) else np.full(L, gb)
         R1 = _rev_cumsum(c["Srow"] * gbv)  # sum_{i >= j} E[P_ij^2] g_i
         other = c["K2"] - c["R2"]  # sum over distinct query pairs of E[P_ij P_i'j]
-        v_var = g_vo * (R1 / (1.0 - pa) + cg * other)
+        ck = cg if cg_keys is None else cg_keys
+        v_var = g_vo * (R1 / (1.0 - pa) + ck * other)
         # logit-gradient masses: T_i of row i (0 for the first query, a softmax over one key), T_i / i per key
         q_var = qk * g_vo * ss2 * q * q * c["T"] * gbv
-        k_var = qk * g_vo * ss2 * q * (_rev_cumsum(c["Trow"] * gbv) + cg * f["r_k"] * c["other_k"])
+        k_var = qk * g_vo * ss2 * q * (_rev_cumsum(c["Trow"] * gbv) + ck * f["r_k"] * c["other_k"])
         v_cov = g_vo * (float(((1.0 - c["S"]) * (gbv - cg)).sum()) + cg * (L * L - float(c["K2"].sum()))) / (L * (L - 1.0))
         return v_var + q_var + k_var, v_cov, 0.0, 0.0
     S, K2 = f["S"], f["K2"]
@@ -898,6 +920,39 @@ def _branch_pair_cov(
         return pc.uniform(f["cov"])
     q = 1.0 - ru
     return f["g_vo"] * u * (Rpre + q * (1.0 + 2.0 * q * f["ss2"] / s.d) * pc.ov) + s.b_out
+
+
+def _branch_pair_grad(
+    s: _Sub, f: dict[str, Any], pc: _PairCov, gb: Any, Gb: Any, R_in: Any, u: float
+) -> tuple[Any, Any]:
+    """Causal stacks: (per-key mean gradient covariance of the query pairs reading it, for ``_branch_bwd``; the
+    per-bin-pair covariance of the gradient at the branch input, or None where it is uniform).
+
+    Causal attention, value path with P_ij ~ 1/i: keys j, j' receive sum_{i >= j, i' >= j'} G(i, i') / (i i')
+    from distinct queries and sum_{i >= max(j, j')} g_i E[P_ij P_ij'] ~ g_i (1 - S_i) / (i (i - 1)) from a shared
+    one. FFN: every pair through the activation-derivative correlation at its own input correlation."""
+    import numpy as np
+
+    if s.kind == "ffn":
+        t = s.d * s.s1 * u
+        lo, hi = float(R_in.min()), float(R_in.max())
+        grid = np.linspace(lo, hi, 9) if hi - lo > 1e-9 else np.array([lo])
+        egc = np.array([_act_moments(s.act, t, float(x))[3] for x in grid])
+        vals = np.interp(R_in, grid, egc) if len(grid) > 1 else np.full(R_in.shape, egc[0])
+        return None, s.d * s.s2 * s.dff * s.s1 * vals * Gb
+    if "causal" not in f:
+        return None, None
+    Z = pc.suffix(Gb * pc.q)
+    keys = np.diagonal(Z) / np.maximum(np.diagonal(pc.suffix(pc.q)), 1e-300)
+    c = f["causal"]
+    L = len(c["S"])
+    i = np.arange(1, L + 1, dtype=np.float64)
+    gbv = np.broadcast_to(np.asarray(gb, dtype=np.float64), (L,))
+    shared = np.where(i > 1, gbv * (1.0 - c["S"]) / (i * np.maximum(i - 1.0, 1.0)), 0.0)
+    D = pc.suffix(pc.sum_bins(shared))
+    nb = len(pc.n)
+    later = np.maximum.outer(np.arange(nb), np.arange(nb))
+    return np.repeat(keys, pc.n.astype(int)), f["g_vo"] * (Z + D[later])
 
 
 def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[str, Any]:
@@ -952,6 +1007,8 @@ def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[
         kb = f["kappa"] + (3.0 / (1.0 - s.p) - 1.0) / s.d
         ky = (s.lam2 * s.lam2 * kap * v * v + kb * b * b + 4.0 * s.lam2 * v * b / s.d) / (y * y)
         rec: dict[str, Any] = dict(u=u, inv=inv, f=f, r_in=r, kappa=kap, kappa_y=ky, b=b, y=y)
+        if pc is not None:
+            rec["R_in"] = Cu / u if u > 0 else Cu  # per-pair correlation at the branch input
         if s.norm_first:
             v, r, kap = y, ry, ky
         else:
@@ -976,7 +1033,7 @@ def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[
         uo = st.final_g * unit + st.final_b
         cov_o = pc.mean(pc.scaled(C, 1.0 / (v + st.final_eps))) if pc is not None else unit * r
         out = (uo, (st.final_g * cov_o + st.final_b) / uo if uo > 0 else r)
-    return dict(v=v, fv=fv, fr=fr, sv=sv, recs=recs, out=out, kappa=kap)
+    return dict(v=v, fv=fv, fr=fr, sv=sv, recs=recs, out=out, kappa=kap, pc=pc)
 
 
 def _backward_stack(st: _Stack, fw: dict[str, Any], g_out: float, rho_out: float, qk_path: bool, batch: int):
@@ -999,14 +1056,28 @@ def _backward_stack(st: _Stack, fw: dict[str, Any], g_out: float, rho_out: float
     gv, gr, wg = [0.0] * (n + 1), [0.0] * (n + 1), [float("nan")] * (n + 1)
     gv[n], gr[n] = _mean(g), rho
     mem_var = mem_cov = 0.0
+    pc: _PairCov | None = fw.get("pc")
+    Gc = None
+    if pc is not None:  # per-pair gradient covariances, as in the forward pass (see _PairCov)
+        import numpy as np
+
+        g = np.broadcast_to(np.asarray(g, dtype=np.float64), (L,)).copy()
+        Gc = pc.scaled(pc.uniform(rho_out * g_out), g / g_out if g_out > 0 else g)
     for i in range(n - 1, -1, -1):
         s, rec = st.subs[i], fw["recs"][i]
         f = rec["f"]
         if not s.norm_first:  # gradient at the sum before the LayerNorm
-            g = g * s.ln_g * proj_post * rec["inv_post"] * (1.0 + rec["kappa_y"])
+            fac = s.ln_g * proj_post * rec["inv_post"] * (1.0 + rec["kappa_y"])
+            g = g * fac
+            if Gc is not None:
+                Gc = pc.scaled(Gc, fac)
         gb = s.beta2 * g / (1.0 - s.p)  # at the branch output, before the residual dropout
         rb = rho * (1.0 - s.p)
-        bv, bc, mv, mc = _branch_bwd(s, f, gb, rb, rec["r_in"], L, qk_path)
+        cg_keys = Gx = None
+        if Gc is not None:
+            Gb = s.beta2 * Gc
+            cg_keys, Gx = _branch_pair_grad(s, f, pc, gb, Gb, rec["R_in"], rec["u"])
+        bv, bc, mv, mc = _branch_bwd(s, f, gb, rb, rec["r_in"], L, qk_path, cg_keys)
         mem_var += mv
         mem_cov += mc
         # output projection d_in -> d: inputs of second moment m_o / cross moment c_o, output gradients gb / rb
@@ -1017,16 +1088,22 @@ def _backward_stack(st: _Stack, fw: dict[str, Any], g_out: float, rho_out: float
         if s.norm_first:
             g_new = s.lam2 * g + bv * s.ln_g * proj * rec["inv"] * (1.0 + rec["kappa"])
             c_new = s.lam2 * _mean(g) * rho + bc * s.ln_g * _mean(rec["inv"])
+            if Gc is not None:
+                Gc = s.lam2 * Gc + s.ln_g * pc.scaled(Gx if Gx is not None else pc.uniform(bc), rec["inv"])
         else:
             # Post-LN cross term 2 lambda beta <g_y, J_F g_y> (derived): g_y is orthogonal to y = lambda x + beta F,
             # and F = J_F x (value path and ReLU FFN are linear in x), so E <g_y, J_F g_y> = -|g_y|^2 lambda beta
             # |F|^2 / (d |y|^2): a relative -2 lambda^2 b / (d y) with b the branch's share of y
             g_new = s.lam2 * g * (1.0 - 2.0 * rec["b"] / (d * rec["y"])) + bv
             c_new = s.lam2 * _mean(g) * rho + bc
+            if Gc is not None:
+                Gc = s.lam2 * Gc + (Gx if Gx is not None else pc.uniform(bc))
             gnm = _mean(g_new)
             proj_post = 1.0 - (_mean(bv) / gnm if gnm > 0 else 1.0) / d
         g = g_new
         gm = _mean(g)
+        if Gc is not None:
+            c_new = pc.mean(Gc)
         rho = c_new / gm if gm > 0 else 0.0
         gv[i], gr[i] = gm, rho
     return gv, gr, wg, mem_var, mem_cov
