@@ -11,7 +11,7 @@ quotient, and ``cv``, the coefficient of variation of the measured input gradien
 the seed mean of a handful of models cannot pin the expectation the theory gives (Xavier Post-LN multiplies a
 per-layer factor that differs from model to model, so the ratio is about log-normal and its mean sits in the tail).
 
-    python eval/signal_vs_depth.py --out eval/results/signal_vs_depth.md   # ~50 min on 2 cores
+    python eval/signal_vs_depth.py --out eval/results/signal_vs_depth.md   # ~40 min on 2 cores
     python eval/signal_vs_depth.py --depths 12 48 --seeds 16 --inits xavier
 """
 from __future__ import annotations
@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[12, 48, 192, 1000])
     ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[16, 16, 16, 8], help="one value, or one per depth")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[16, 16, 16, 4], help="one value, or one per depth")
     ap.add_argument("--inits", nargs="+", default=["dslm", "xavier"])
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    ap.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     args = ap.parse_args(argv)
     if len(args.seeds) not in (1, len(args.depths)):
         ap.error(f"--seeds takes one value or one per depth ({len(args.depths)}), got {len(args.seeds)}")
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         cmd = "python eval/signal_vs_depth.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.out.write_text(f"Produced by `{cmd.strip()}` ({torch.__version__}, CPU).\n\n" + "\n".join(lines) + "\n")
+        text = f"Produced by `{cmd.strip()}` ({torch.__version__}, CPU).\n\n" + "\n".join(lines) + "\n"
+        if args.append and args.out.exists():
+            text = args.out.read_text() + "\n" + text
+        args.out.write_text(text)
     return 0
 
 

@@ -208,18 +208,17 @@ def test_cli_signal(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "init,norm_first,ratio_tol",
+    "init,norm_first,seeds",
     [
-        ("xavier", True, 0.15),  # reached 1.002 (fwd max 4.7%)
-        # Known miss: Xavier Post-LN over 96 sub-layers predicts 1.72x the measured ratio (110 vs 64). Single models
-        # spread 3.6x (30..109) because each Post-LN step fluctuates by ~7% per model; the FFN steps also measure
-        # ~1% lower than predicted on average, which compounds. The bound records the miss, not the target.
-        ("xavier", False, 1.0),
-        ("dslm", True, 0.15),  # reached 0.988 (fwd max 3.7%)
-        ("dslm", False, 0.15),  # reached 1.015
+        ("xavier", True, 6),  # reached 1.002 (fwd max 4.7%)
+        # Xavier Post-LN: the ratio is about log-normal across models (cv 0.84), so the seed mean needs many
+        # models: 6 gave 1.72, 16 gave 1.46, 64 give 1.157 here (1.136 on eval/signal_vs_depth.py's batch)
+        ("xavier", False, 64),
+        ("dslm", True, 6),  # reached 0.988 (fwd max 3.7%)
+        ("dslm", False, 6),  # reached 1.015
     ],
 )
-def test_prediction_matches_measurement_deep(init, norm_first, ratio_tol):
+def test_prediction_matches_measurement_deep(init, norm_first, seeds):
     def make(seed):
         torch.manual_seed(seed)
         return dslm_zoo.create_model(
@@ -227,12 +226,15 @@ def test_prediction_matches_measurement_deep(init, norm_first, ratio_tol):
             vocab_size=2000, type_vocab_size=0,
         )
 
-    _, _, c = predict_vs_measure(make, _tokens(8, 64), 6, seq_len=64)
+    _, m, c = predict_vs_measure(make, _tokens(8, 64), seeds, seq_len=64)
     s = c.summary
+    i = m.input_row()
+    se = m.spread["grad_var"][i] / m.grad_var[i] / math.sqrt(seeds)  # standard error of the measured seed mean
     print(f"\n48 layers d=256 {init} {'Pre' if norm_first else 'Post'}-LN: fwd max {100 * s['fwd_var_max_err']:.2f}% "
-          f"median {100 * s['fwd_var_median_err']:.2f}%, grad ratio x{s['grad_ratio_rel']:.3f}")
-    assert s["fwd_var_max_err"] < 0.05
-    assert abs(s["grad_ratio_rel"] - 1.0) < ratio_tol
+          f"median {100 * s['fwd_var_median_err']:.2f}%, grad ratio x{s['grad_ratio_rel']:.3f} (measurement se {se:.3f})")
+    assert s["fwd_var_max_err"] < 0.05 and s["sum_var_max_err"] < 0.05
+    # 15%, or two standard errors where the measurement itself is less certain than that (Xavier Post-LN: 0.21)
+    assert abs(s["grad_ratio_rel"] - 1.0) < max(0.15, 2.0 * se)
 
 
 @pytest.mark.slow

@@ -141,3 +141,19 @@ def test_rejects_what_it_cannot_read():
         predict(torch.nn.Linear(3, 3))
     with pytest.raises(TypeError):
         predict(dslm_zoo.create_model("dslm_bert_tiny", device="meta", **TINY), depth=3)
+
+
+@pytest.mark.parametrize("L", [2, 8, 64, 300, 1024])
+def test_pair_bins_keep_the_causal_pair_sums(L):
+    """Per-pair bins (one per position up to 64, geometric beyond) must reproduce the exact pair means."""
+    import importlib
+
+    P = importlib.import_module("dslm_zoo.theory.predict")
+    pc = P._PairCov(L)
+    assert pc.n.sum() == L and len(pc.n) <= 64
+    assert pc.w.sum() == pytest.approx(1.0)
+    assert pc.mean(pc.ov) == pytest.approx(P._causal_consts(L)["pair"], rel=1e-12)  # mean of 1/max(i, k)
+    uniform = pc.uniform(0.3)
+    assert pc.prefix_mean(uniform) == pytest.approx(uniform)
+    # a LayerNorm over equal variances changes no correlation
+    assert pc.mean(pc.scaled(uniform, [2.0] * L)) == pytest.approx(0.6)

@@ -898,6 +898,18 @@ def _branch_bwd(
     return v_var + q_var + k_var, v_cov, 0.0, 0.0
 
 
+def _act_map(act: str, t: float, R: Any, which: int) -> Any:
+    """``_act_moments(act, t, r)[which]`` at every correlation of the matrix R (interpolated on 9 nodes)."""
+    import numpy as np
+
+    R = np.clip(R, -1.0, 1.0)
+    lo, hi = float(R.min()), float(R.max())
+    if hi - lo <= 1e-9:
+        return np.full(R.shape, _act_moments(act, t, lo)[which])
+    grid = np.linspace(lo, hi, 9)
+    return np.interp(R, grid, [_act_moments(act, t, float(x))[which] for x in grid])
+
+
 def _branch_pair_cov(
     s: _Sub, f: dict[str, Any], pc: _PairCov, Cu: Any, u: float, ru: float, Rpre: Any = None
 ) -> Any:
@@ -909,13 +921,7 @@ def _branch_pair_cov(
     import numpy as np
 
     if s.kind == "ffn":
-        Ru = np.clip(Cu / u if u > 0 else Cu, -1.0, 1.0)
-        t = s.d * s.s1 * u
-        lo, hi = float(Ru.min()), float(Ru.max())
-        grid = np.linspace(lo, hi, 9) if hi - lo > 1e-9 else np.array([lo])
-        ec = np.array([_act_moments(s.act, t, float(g))[1] for g in grid])
-        vals = np.interp(Ru, grid, ec) if len(grid) > 1 else np.full(Ru.shape, ec[0])
-        return s.dff * s.s2 * vals + s.b_out
+        return s.dff * s.s2 * _act_map(s.act, s.d * s.s1 * u, Cu / u if u > 0 else Cu, 1) + s.b_out
     if "causal" not in f:
         return pc.uniform(f["cov"])
     q = 1.0 - ru
@@ -934,12 +940,7 @@ def _branch_pair_grad(
     import numpy as np
 
     if s.kind == "ffn":
-        t = s.d * s.s1 * u
-        lo, hi = float(R_in.min()), float(R_in.max())
-        grid = np.linspace(lo, hi, 9) if hi - lo > 1e-9 else np.array([lo])
-        egc = np.array([_act_moments(s.act, t, float(x))[3] for x in grid])
-        vals = np.interp(R_in, grid, egc) if len(grid) > 1 else np.full(R_in.shape, egc[0])
-        return None, s.d * s.s2 * s.dff * s.s1 * vals * Gb
+        return None, s.d * s.s2 * s.dff * s.s1 * _act_map(s.act, s.d * s.s1 * u, R_in, 3) * Gb
     if "causal" not in f:
         return None, None
     Z = pc.suffix(Gb * pc.q)
@@ -1001,8 +1002,8 @@ def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[
             ry = pc.mean(C) / ym if ym > 0 else r
         else:
             ry = (s.lam2 * _mean(v) * r + s.beta2 * f["cov"]) / ym if ym > 0 else r
-        # per-token variances add; their spread (kappa) enters the backward through E[1/s_t^2] ~ (1 + kappa)/s^2
-        # per-token variances add: the skip's spread, the branch's (chi-square over d features, dropout masks,
+        # per-token variances add; their spread (kappa) enters the backward through E[1/s_t^2] ~ (1 + kappa)/s^2:
+        # the skip's spread, the branch's (chi-square over d features, dropout masks,
         # softmax rows) and the skip-branch cross term 2 lambda beta <x, b>/d of variance 4 lambda^2 v b/d
         kb = f["kappa"] + (3.0 / (1.0 - s.p) - 1.0) / s.d
         ky = (s.lam2 * s.lam2 * kap * v * v + kb * b * b + 4.0 * s.lam2 * v * b / s.d) / (y * y)
