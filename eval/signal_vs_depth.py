@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--seeds", type=int, nargs="+", default=[16, 16, 16, 4], help="one value, or one per depth")
     ap.add_argument("--inits", nargs="+", default=["dslm", "xavier"])
+    ap.add_argument("--ln", nargs="+", choices=("pre", "post"), default=["pre", "post"], help="LayerNorm placements")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     ap.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
     args = ap.parse_args(argv)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head, flush=True)
     for depth in args.depths:
         for init in args.inits:
-            for norm_first in (True, False):
+            for norm_first in [ln == "pre" for ln in args.ln]:
                 t = time.time()
                 s = run(init, norm_first, depth, args.width, seeds_for[depth])
                 meas = s["grad_ratio_meas"]
