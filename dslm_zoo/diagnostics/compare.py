@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..theory.predict import _FLOAT_COLUMNS, SignalPrediction, SignalTable, _call, _nanmean
-from .hooks import SignalMonitor
+from .hooks import SignalMonitor, _first_tensor
 
 __all__ = ["SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure"]
 
@@ -89,12 +89,6 @@ def measure(
         if seed is not None:
             torch.random.set_rng_state(gen_state)
     return table
-
-
-def _first_tensor(batch: Any) -> torch.Tensor | None:
-    """The first tensor of a batch (a tensor, tuple or dict), whose leading dimension is the batch size."""
-    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else [batch]
-    return next((t for t in items if isinstance(t, torch.Tensor)), None)
 
 
 def _seq_len(out: torch.Tensor) -> int | None:

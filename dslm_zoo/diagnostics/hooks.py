@@ -76,11 +76,9 @@ def residual_points(model: nn.Module) -> list[ResidualPoint]:
 
 
 def _first_tensor(x: Any) -> torch.Tensor | None:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
-        return x[0]
-    return None
+    """``x`` if a tensor, else the first tensor of a tuple, list or dict (hook arguments, batches)."""
+    items = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else [x]
+    return next((t for t in items if isinstance(t, torch.Tensor)), None)
 
 
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

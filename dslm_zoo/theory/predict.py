@@ -456,6 +456,9 @@ class _PairCov:
         inv = 1.0 / np.arange(1, L + 1, dtype=np.float64)
         s1, s2 = np.add.reduceat(inv, self.starts), np.add.reduceat(inv * inv, self.starts)
         self.q = np.outer(s1, s1) - np.diag(s2)  # sum of 1/(i i') over distinct positions i in a, i' in b
+        self.q_keys = np.diagonal(self.suffix(self.q)).copy()  # the same over query pairs reading a key in bin a
+        nb = len(self.n)
+        self.later = np.maximum.outer(np.arange(nb), np.arange(nb))  # the later bin of each bin pair
 
     @staticmethod
     def suffix(M: Any) -> Any:
@@ -944,16 +947,14 @@ def _branch_pair_grad(
     if "causal" not in f:
         return None, None
     Z = pc.suffix(Gb * pc.q)
-    keys = np.diagonal(Z) / np.maximum(np.diagonal(pc.suffix(pc.q)), 1e-300)
+    keys = np.diagonal(Z) / np.maximum(pc.q_keys, 1e-300)
     c = f["causal"]
     L = len(c["S"])
     i = np.arange(1, L + 1, dtype=np.float64)
     gbv = np.broadcast_to(np.asarray(gb, dtype=np.float64), (L,))
     shared = np.where(i > 1, gbv * (1.0 - c["S"]) / (i * np.maximum(i - 1.0, 1.0)), 0.0)
     D = pc.suffix(pc.sum_bins(shared))
-    nb = len(pc.n)
-    later = np.maximum.outer(np.arange(nb), np.arange(nb))
-    return np.repeat(keys, pc.n.astype(int)), f["g_vo"] * (Z + D[later])
+    return np.repeat(keys, pc.n.astype(int)), f["g_vo"] * (Z + D[pc.later])
 
 
 def _run_stack(st: _Stack, mem: tuple[float, float, int | None] | None) -> dict[str, Any]:
