@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dslm_zoo  # noqa: E402
 from dslm_zoo.diagnostics import predict_vs_measure  # noqa: E402
+from dslm_zoo.diagnostics.compare import _fmt  # noqa: E402
 
 VOCAB, HEADS, L, B = 2000, 4, 64, 8
 
@@ -45,10 +46,6 @@ def run(init: str, norm_first: bool, depth: int, width: int, seeds: int) -> dict
     i = m.input_row()
     cv = m.spread["grad_var"][i] / m.grad_var[i] if seeds > 1 else float("nan")
     return dict(c.summary, cv=cv)
-
-
-def _fmt(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{x:.4g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 meas = s["grad_ratio_meas"]
                 note = "" if math.isfinite(meas) else " (fp32 overflow)"
                 line = (f"| {init} | {'Pre' if norm_first else 'Post'} | {depth} | {args.width} | {seeds_for[depth]} | "
-                        f"{100 * s['fwd_var_max_err']:.2f}% | {100 * s['fwd_var_median_err']:.2f}% | {100 * s['sum_var_max_err']:.2f}% | "
+                        f"{100 * s['fwd_var_max_err']:.2f}% | {100 * s['fwd_var_median_err']:.2f}% | "
+                        f"{100 * s['sum_var_max_err']:.2f}% | "
                         f"{_fmt(s['grad_ratio_pred'])} | {_fmt(meas)}{note} | {_fmt(s['grad_ratio_rel'])} | "
                         f"{_fmt(s['cv'])} |")
                 lines.append(line)

@@ -2,9 +2,9 @@
 
 The protocol is the authors' (Kedia et al. 2024, Sec. 6 of ``shared/spec/dslm.md``): a training-mode forward on
 a real batch, an upstream gradient G with i.i.d. N(0, 1) entries injected as ``loss = sum(out * G)`` at the
-output of the last stack (``forward_features``; ``forward_hidden`` for encoder-decoders), one backward, no optimiser step. Single models fluctuate by
-about 2/sqrt(d) around the theory's expectation (the cross term 2 lambda beta cov(x, F(x)) random-walks), so
-:func:`measure_many` averages fresh initialisations.
+output of the last stack (``forward_features``; ``forward_hidden`` for encoder-decoders), one backward, no
+optimiser step. Single models fluctuate by about 2/sqrt(d) around the theory's expectation (the cross term
+2 lambda beta cov(x, F(x)) random-walks), so :func:`measure_many` averages fresh initialisations.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def measure(
     """One forward (training mode by default) and one backward of ``sum(out * G)``, G ~ N(0, 1) i.i.d.
 
     ``batch``: a tensor (input ids, images), a tuple of positional arguments or a dict of keyword arguments
-    of ``model.forward_features`` (``forward_hidden`` where the model has one) (or of ``output_fn(model, batch)``, which must return the output tensor).
+    of ``model.forward_hidden`` where the model has one, else of ``model.forward_features`` (or of
+    ``output_fn(model, batch)``, which must return the output tensor).
     ``seed`` fixes G and the dropout masks. Parameter gradients are cleared before and after.
     """
     was = model.training
