@@ -16,9 +16,12 @@ import dslm_zoo
 from dslm_zoo.diagnostics import (
     SignalMeasurement,
     SignalMonitor,
+    SignalPrediction,
+    across_models,
     compare,
     measure,
     measure_r_emb,
+    predict_and_measure,
     predict_vs_measure,
 )
 from dslm_zoo.theory.predict import predict
@@ -59,11 +62,16 @@ CASES = [(f, i, nf) for f in ("dslm_bert_tiny", "dslm_gpt_tiny") for i in ("xavi
 
 @pytest.mark.parametrize("family,init,norm_first", CASES)
 def test_prediction_matches_measurement(family, init, norm_first):
-    p, m, c = predict_vs_measure(_text_maker(family, init, norm_first), _tokens(), SEEDS, seq_len=L)
-    s = c.summary
+    pairs = list(predict_and_measure(_text_maker(family, init, norm_first), _tokens(), SEEDS, seq_len=L))
+    p = SignalPrediction.mean([q for q, _ in pairs])
+    m = SignalMeasurement.average([q for _, q in pairs])
+    s, a = compare(p, m).summary, across_models(pairs)
     print(f"\n{family} {init} {'Pre' if norm_first else 'Post'}-LN: fwd max {100 * s['fwd_var_max_err']:.2f}%, "
           f"sums max {100 * s['sum_var_max_err']:.2f}%, "
-          f"grad ratio pred {s['grad_ratio_pred']:.4g} meas {s['grad_ratio_meas']:.4g} (x{s['grad_ratio_rel']:.3f})")
+          f"grad ratio pred {s['grad_ratio_pred']:.4g} meas {s['grad_ratio_meas']:.4g} (x{s['grad_ratio_rel']:.3f}), "
+          f"per-sub-layer factor bias {100 * a['factor_bias']:.2f}% +- {100 * a['factor_bias_se']:.2f}%")
+    assert s["var_rows_beyond_5pct_3se"] == 0
+    assert abs(a["factor_bias"]) < 0.02
     assert s["fwd_var_max_err"] < 0.05
     assert s["sum_var_max_err"] < 0.05  # Post-LN: the LayerNorm inputs (the stream itself is 1 by construction)
     rows = m.sublayer_rows()
@@ -185,6 +193,51 @@ def test_average_and_compare_layout_checks():
     with pytest.raises(ValueError):
         compare(a, b)
     assert "forward variance rel. error" in str(compare(a, a))
+
+
+def _fake_average(fwd: list[float], sd: float, n: int) -> SignalMeasurement:
+    rows = len(fwd)
+    m = SignalMeasurement(
+        stack=[0] * rows, sublayer=list(range(-1, rows - 1)), block=[-1] + [i // 2 for i in range(rows - 1)],
+        kind=["input"] + ["attn", "ffn"] * ((rows - 1) // 2), fwd_var=list(fwd), fwd_corr=[0.0] * rows,
+        grad_var=[1.0] * rows, grad_corr=[0.0] * rows, wgrad_norm=[1.0] * rows, sum_var=list(fwd),
+    )
+    m.spread = {c: [sd] * rows for c in ("fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm", "sum_var")}
+    m.n_models = n
+    return m
+
+
+def test_compare_counts_misses_beyond_noise():
+    pred = _fake_average([1.0] * 5, 0.0, 1)
+    # a 10% miss at one layer: within 5% + 3 se when the models spread by sd 0.2 (se 0.05), not when by 0.02
+    off = [1.0, 1.0, 1.0 / 1.1, 1.0, 1.0]
+    assert compare(pred, _fake_average(off, 0.2, 16)).summary["var_rows_beyond_5pct_3se"] == 0
+    assert compare(pred, _fake_average(off, 0.02, 16)).summary["var_rows_beyond_5pct_3se"] == 1
+    assert math.isnan(compare(pred, _fake_average(off, 0.02, 1)).summary["var_rows_beyond_5pct_3se"])
+    assert compare(pred, _fake_average(off, 0.0, 1)).summary["sum_var_bias"] == pytest.approx(0.1 / 4)
+
+
+def test_across_models():
+    torch.manual_seed(0)
+    tok = torch.randint(0, 50, (2, 8))
+    meas = [measure(dslm_zoo.create_model("dslm_bert_tiny", depth=2, embed_dim=32, num_heads=2), tok) for _ in range(4)]
+    n_rows = len(meas[0])
+    # predictions that are the measurements with every sub-layer's factor g_in / g_out 1% too large
+    preds = []
+    for m in meas:
+        p = SignalPrediction.from_dict(m.to_dict())
+        p.grad_var = [g * 1.01 ** (n_rows - 1 - i) for i, g in enumerate(m.grad_var)]
+        preds.append(p)
+    a = across_models(list(zip(preds, meas)))
+    assert a["n_sub"] == n_rows - 1 == 4
+    assert a["factor_bias"] == pytest.approx(math.log(1.01)) and a["factor_bias_se"] == pytest.approx(0.0, abs=1e-12)
+    ratios = [math.log(m.grad_ratio()) for m in meas]
+    mean = sum(ratios) / 4
+    var = sum((r - mean) ** 2 for r in ratios) / 3
+    assert a["log_ratio_var"] == pytest.approx(var)
+    assert a["models_for_5pct"] == pytest.approx(math.expm1(var) / 0.05**2)
+    with pytest.raises(ValueError, match="two models"):
+        across_models(list(zip(preds, meas))[:1])
 
 
 def test_cli_signal(tmp_path, capsys):

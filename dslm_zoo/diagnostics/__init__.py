@@ -1,11 +1,13 @@
 """Signal-propagation diagnostics: measure per-sub-layer statistics on real batches and compare them with
 ``dslm_zoo.theory.predict`` (Kedia et al. 2024, arXiv:2403.09635, the authors' measurement protocol)."""
 from ..theory.predict import SignalPrediction, SignalTable, measure_embedding, measure_r_emb, predict, token_correlation
-from .compare import Comparison, SignalMeasurement, compare, measure, measure_many, predict_vs_measure
+from .compare import (
+    Comparison, SignalMeasurement, across_models, compare, measure, measure_many, predict_and_measure, predict_vs_measure,
+)
 from .hooks import ResidualPoint, SignalMonitor, residual_points
 
 __all__ = [
-    "SignalMonitor", "ResidualPoint", "predict_vs_measure", "residual_points", "SignalMeasurement", "measure", "measure_many", "compare",
-    "Comparison", "SignalPrediction", "SignalTable", "predict", "measure_r_emb", "measure_embedding",
-    "token_correlation",
+    "SignalMonitor", "ResidualPoint", "predict_vs_measure", "predict_and_measure", "across_models", "residual_points",
+    "SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "SignalPrediction", "SignalTable",
+    "predict", "measure_r_emb", "measure_embedding", "token_correlation",
 ]

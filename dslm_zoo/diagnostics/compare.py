@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,10 @@ from torch import nn
 from ..theory.predict import _FLOAT_COLUMNS, SignalPrediction, SignalTable, _call, _nanmean
 from .hooks import SignalMonitor, _first_tensor
 
-__all__ = ["SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure"]
+__all__ = [
+    "SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure", "predict_and_measure",
+    "across_models",
+]
 
 
 @dataclass
@@ -169,7 +172,12 @@ def _fmt(x: float) -> str:
 def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
     """Row-by-row relative errors; summary: max/median forward-variance error over sub-layer rows (and of the
     residual sums, which in Post-LN are what the LayerNorms normalise), median
-    errors of the other columns, and the input/output gradient-variance ratio predicted vs measured."""
+    errors of the other columns, and the input/output gradient-variance ratio predicted vs measured.
+
+    Measurement noise: ``sum_var_bias`` is the mean signed error (p - m) / m of the residual sums over
+    sub-layers, and, for an average over models (``SignalMeasurement.average``),
+    ``var_rows_beyond_5pct_3se`` counts the sub-layers whose forward variance or residual sum misses the
+    prediction by more than 5% plus three standard errors of the mean (nan for a single model)."""
     if list(prediction.kind) != list(measurement.kind):
         raise ValueError(
             f"row layouts differ ({len(prediction)} predicted vs {len(measurement)} measured rows): "
@@ -188,12 +196,30 @@ def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
         v = [r[f"{col}_err"] for r in sub if math.isfinite(r[f"{col}_err"])]
         return fn(v) if v else float("nan")
 
+    # a mean over a few models misses its expectation by ~ sd / sqrt(n): count the rows where even 3 standard
+    # errors do not bring the measurement within 5% of the prediction
+    spread = getattr(measurement, "spread", {})
+    n_models = getattr(measurement, "n_models", 1)
+    beyond = float("nan")
+    if n_models > 1 and spread:
+        beyond = 0.0
+        for i, r in enumerate(rows):
+            if r["kind"] == "input":
+                continue
+            for c in ("fwd_var", "sum_var"):
+                p, m, sd = r[f"{c}_pred"], r[f"{c}_meas"], spread[c][i]
+                if all(map(math.isfinite, (p, m, sd))) and abs(p - m) > 0.05 * abs(m) + 3.0 * sd / math.sqrt(n_models):
+                    beyond += 1.0
+                    break
+    signed = [(r["sum_var_pred"] - r["sum_var_meas"]) / r["sum_var_meas"] for r in sub if math.isfinite(r["sum_var_err"])]
     gp, gm = prediction.grad_ratio(), measurement.grad_ratio()
     summary = dict(
         fwd_var_max_err=stat("fwd_var", max),
         fwd_var_median_err=stat("fwd_var", statistics.median),
         sum_var_max_err=stat("sum_var", max),
         sum_var_median_err=stat("sum_var", statistics.median),
+        sum_var_bias=statistics.fmean(signed) if signed else float("nan"),
+        var_rows_beyond_5pct_3se=beyond,
         fwd_corr_median_err=stat("fwd_corr", statistics.median),
         grad_var_median_err=stat("grad_var", statistics.median),
         grad_var_max_err=stat("grad_var", max),
@@ -205,6 +231,36 @@ def compare(prediction: SignalTable, measurement: SignalTable) -> Comparison:
     return Comparison(rows, summary)
 
 
+def predict_and_measure(
+    make_model: Callable[[int], nn.Module],
+    batch: Any,
+    seeds: Sequence[int] | int = 4,
+    *,
+    seq_len: int | None = None,
+    **predict_kwargs: Any,
+) -> Iterator[tuple[SignalPrediction, SignalMeasurement]]:
+    """For every seed, a fresh model ``make_model(seed)`` predicted from its own weights and then measured.
+
+    The prediction takes the embedding statistics measured on ``batch`` (``measure_embedding``: variance and
+    token correlation before dropout); the measurement is :func:`measure` on the same batch. Yields
+    ``(prediction, measurement)`` per model, one model in memory at a time.
+    """
+    from ..theory.predict import measure_embedding, predict
+
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    first = _first_tensor(batch)
+    for s in seeds:
+        model = make_model(s)
+        emb = measure_embedding(model, batch)
+        kw = dict(predict_kwargs)
+        if first is not None:
+            kw.setdefault("batch_size", int(first.shape[0]))
+        pred = predict(model, seq_len, r_emb=[c for _, c in emb], emb_var=[v for v, _ in emb], **kw)
+        meas = measure(model, batch, seed=1000 + s)
+        del model
+        yield pred, meas
+
+
 def predict_vs_measure(
     make_model: Callable[[int], nn.Module],
     batch: Any,
@@ -213,25 +269,57 @@ def predict_vs_measure(
     seq_len: int | None = None,
     **predict_kwargs: Any,
 ) -> tuple[SignalPrediction, SignalMeasurement, Comparison]:
-    """Theory vs measurement averaged over fresh models ``make_model(seed)``.
-
-    Each model is predicted from its own weights with the embedding statistics measured on ``batch``
-    (``measure_embedding``: variance and token correlation before dropout), then measured on the same batch;
-    predictions and measurements are averaged row-wise and compared.
-    """
-    from ..theory.predict import measure_embedding, predict
-
-    seeds = range(seeds) if isinstance(seeds, int) else seeds
-    preds, meas = [], []
-    for s in seeds:
-        model = make_model(s)
-        emb = measure_embedding(model, batch)
-        kw = dict(predict_kwargs)
-        first = _first_tensor(batch)
-        if first is not None:
-            kw.setdefault("batch_size", int(first.shape[0]))
-        preds.append(predict(model, seq_len, r_emb=[c for _, c in emb], emb_var=[v for v, _ in emb], **kw))
-        meas.append(measure(model, batch, seed=1000 + s))
-        del model
-    p, m = SignalPrediction.mean(preds), SignalMeasurement.average(meas)
+    """Theory vs measurement averaged over fresh models ``make_model(seed)`` (see :func:`predict_and_measure`):
+    predictions and measurements are averaged row-wise and compared."""
+    pairs = list(predict_and_measure(make_model, batch, seeds, seq_len=seq_len, **predict_kwargs))
+    p = SignalPrediction.mean([q for q, _ in pairs])
+    m = SignalMeasurement.average([q for _, q in pairs])
     return p, m, compare(p, m)
+
+
+def across_models(pairs: Sequence[tuple[SignalTable, SignalTable]], stack: int | None = None) -> dict[str, float]:
+    """How the input/output gradient ratio of one stack varies from model to model, and what that allows.
+
+    ``pairs``: (prediction, measurement) per model, as :func:`predict_and_measure` yields them. Returned:
+
+    * ``log_ratio_var``: variance across models of the log of the measured ratio. Each sub-layer multiplies
+      the gradient by a factor that differs from model to model by O(1/sqrt(d)); over many sub-layers these
+      compound, the ratio becomes about log-normal, and its mean is carried by rare models.
+    * ``models_for_5pct``: models needed to pin the mean ratio to a 5% standard error, exp(var) - 1 over 0.05^2
+      (a log-normal's squared coefficient of variation).
+    * ``factor_bias``: the mean over sub-layers of log(predicted / measured per-sub-layer gradient factor),
+      each factor g_in / g_out averaged over models before the log. A sub-layer's factor varies little between
+      models, so this pins the theory per sub-layer even where the whole ratio cannot be pinned;
+      ``factor_bias_se`` is its jackknife standard error over models (it keeps the correlation between
+      sub-layers of one model), and exp(``factor_bias * n_sub``) is what the bias compounds to over the stack,
+      comparable with the whole ratio's pred / meas.
+    """
+    import numpy as np
+
+    if len(pairs) < 2:
+        raise ValueError(f"need at least two models, got {len(pairs)}")
+    p0 = pairs[0][0]
+    lo, hi = p0.input_row(stack), p0.output_row(stack)
+
+    def factors(t: SignalTable) -> Any:
+        g = np.asarray(t.grad_var[lo : hi + 1], dtype=np.float64)
+        return g[:-1] / g[1:]
+
+    fp = np.stack([factors(p) for p, _ in pairs])
+    fm = np.stack([factors(m) for _, m in pairs])
+    n = len(pairs)
+
+    def bias(keep: Any) -> float:
+        return float(np.mean(np.log(fp[keep].mean(0) / fm[keep].mean(0))))
+
+    every = np.ones(n, dtype=bool)
+    jack = np.array([bias(every & (np.arange(n) != k)) for k in range(n)])
+    log_ratio = np.log([m.grad_ratio(stack) for _, m in pairs])
+    var = float(np.var(log_ratio, ddof=1))
+    return dict(
+        log_ratio_var=var,
+        models_for_5pct=math.expm1(min(var, 700.0)) / 0.05**2,
+        factor_bias=bias(every),
+        factor_bias_se=float(math.sqrt((n - 1) / n * np.sum((jack - jack.mean()) ** 2))),
+        n_sub=hi - lo,
+    )
