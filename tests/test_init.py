@@ -12,6 +12,7 @@ from dslm_zoo.init import InitRecord, stack_sublayer_specs
 from dslm_zoo.layers import Attention, Mlp
 from dslm_zoo.theory.recipe import (
     SublayerSpec,
+    attention_gain_and_corr,
     deepnorm_constants,
     dslm_attention_schedule,
     dslm_ffn_var,
@@ -108,6 +109,28 @@ def test_paper_numbers_for_the_192_layer_bert():
     assert math.sqrt(gains[0]) == pytest.approx(2.13, abs=0.01)
     assert math.sqrt(gains[-2]) == pytest.approx(1.17, abs=0.015)
     assert corrs[-1] == pytest.approx(0.67, abs=0.01)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("r", [0.0, 0.5])
+def test_attention_gain_and_corr_match_sampling(r, causal):
+    """The recipe's attention bracket A (output variance at unit input and logit variance) and output
+    correlation against single-head attention with fresh Gaussian weights, 128 tokens of correlation r, d = 64."""
+    L, d, n = 128, 64, 256
+    g = torch.Generator().manual_seed(0)
+    x = math.sqrt(r) * torch.randn(n, 1, d, generator=g, dtype=torch.float64) + math.sqrt(1 - r) * torch.randn(
+        n, L, d, generator=g, dtype=torch.float64
+    )
+    q, k, v = (x @ (torch.randn(n, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)) for _ in range(3))
+    logits = q @ k.transpose(1, 2) / math.sqrt(d)  # unit variance
+    if causal:
+        logits = logits.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
+    out = torch.softmax(logits, -1) @ v
+    A = out.pow(2).mean().item()
+    corr = (out @ out.transpose(1, 2) / d)[:, ~torch.eye(L, dtype=torch.bool)].mean().item() / A
+    A_pred, corr_pred = attention_gain_and_corr(r, L, d, 0.0, causal)
+    assert A_pred == pytest.approx(A, rel=0.06 if r == 0 else 0.01)
+    assert corr_pred == pytest.approx(corr, rel=0.07)
 
 
 @pytest.mark.parametrize("k, r_final", [(1.0, 0.51), (2.0, 0.67), (4.0, 0.79)])

@@ -62,6 +62,7 @@ __all__ = [
     "post_ln",
     "propagate",
     "causal_structure",
+    "softmax_power_sums",
 ]
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -495,73 +496,76 @@ def causal_structure(seq_len: int, causal: bool = True) -> _Structure:
     return _Structure(HL / L, 2.0 * (L - HL) / (L * (L - 1.0)), c2, (L - HL) / (L * (L - 1.0)), (L - c2) / (L - 1.0))
 
 
-@functools.lru_cache(maxsize=4096)
-def _weight_moments(s: float, seq_len: int, causal: bool) -> tuple[float, float, float, float]:
-    """Averages over queries of ``E[sum_j P^2]``, ``E[sum_j P^3]``, ``E[sum_j P^4]``, ``E[sum_{j!=k} P_j^2 P_k^2]``.
+_S_STEP = 0.025  # grid of logit variances on which the softmax moments are tabulated (linear interpolation)
+_S_MAX = 25.0
+_N_T, _N_GH = 320, 80
 
-    Softmax weights over n Gaussian logits of variance s are exactly ``P_j = w_j / sum_k w_k`` with i.i.d.
-    lognormal ``w = e^y``, ``y ~ N(0, s)`` (a shared part of the logits cancels). With the Laplace identity
-    ``1/S^m = int_0^inf t^{m-1}/(m-1)! e^{-t S} dt``, ``phi(t) = E[e^{-t w}]`` and ``psi_k(t) = E[w^k e^{-t w}]``:
-    ``E[P_1^k] = int t^{k-1}/(k-1)! psi_k phi^{n-1} dt`` and ``E[P_1^2 P_2^2] = int t^3/6 psi_2^2 phi^{n-2} dt``
-    (Gauss-Hermite in y, trapezoid in log t). Causal attention (n = 1..L keys) averages over positions with
-    the closed forms ``sum_n n phi^{n-1} = (1 - (L+1) phi^L + L phi^{L+1}) / (1-phi)^2`` and
-    ``sum_n n(n-1) phi^{n-2} = (2 N - L(L+1) phi^{L-1} (1-phi)^2) / (1-phi)^3`` (N the former numerator).
-    Large non-causal L uses the 1/L expansions (``E[sum P^2] = (e^s/L)(1 + (3(e^s-1) - 2(e^{2s}-1))/L)``).
-    """
-    L = int(seq_len)
-    if L == 1:
-        return 1.0, 1.0, 1.0, 0.0
-    if s <= 1e-12:
-        if not causal:
-            return 1.0 / L, 1.0 / L**2, 1.0 / L**3, (L - 1.0) / L**3
-        harm = [0.0, 0.0, 0.0]
-        for n in range(1, L + 1):
-            harm[0] += 1.0 / n
-            harm[1] += 1.0 / n**2
-            harm[2] += (n - 1.0) / n**3
-        return harm[0] / L, harm[1] / L, harm[2] / L, harm[2] / L
-    e1 = math.exp(s)
-    if not causal:
-        corr = (3.0 * (e1 - 1.0) - 2.0 * (e1 * e1 - 1.0)) / L
-        if abs(corr) < 0.03:
-            return e1 / L * (1.0 + corr), e1**3 / L**2, e1**6 / L**3, e1**2 / L**2
+
+@functools.lru_cache(maxsize=1024)
+def _power_sums_node(n: int, k: int, all_sizes: bool):
+    """:func:`softmax_power_sums` at the grid node s = k * _S_STEP (a (4, sizes) numpy array)."""
     import numpy as np
 
-    xs, ws = _gauss_hermite(48)
+    s = k * _S_STEP
+    sizes = np.arange(1, n + 1, dtype=np.float64) if all_sizes else np.array([float(n)])
+    if s <= 0.0:  # uniform weights 1/n
+        return np.stack([1.0 / sizes, sizes**-2.0, sizes**-3.0, (sizes - 1.0) / sizes**3])
+    x, w = _gauss_hermite(_N_GH)
+    xh, wh = np.asarray(x), np.asarray(w)
+    wh = wh / wh.sum()
     sd = math.sqrt(s)
-    y = sd * np.asarray(xs)
-    wgt = np.asarray(ws)
-    mean_w = math.exp(0.5 * s)
-    lo = math.log(1e-3 / (L * mean_w)) if causal else -math.log(L) - 5.0 * sd - 10.0
-    hi = 5.0 * sd + 6.0
-    u = np.linspace(lo, hi, int((hi - lo) / 0.04) + 1)
-    t = np.exp(u)[:, None]
-    ey = np.exp(y)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        ex = np.exp(-t * ey) * wgt
-        phi_m1 = (np.expm1(-t * ey) * wgt).sum(1)  # E[e^{-t w}] - 1, accurate as t -> 0
-        log_phi = np.log1p(np.maximum(phi_m1, -1.0 + 1e-300))
-        psi = {k: (np.exp(k * y)[None, :] * ex).sum(1) for k in (2, 3, 4)}
-        tt = np.exp(u)
-        jac = tt  # dt = t du
-        if causal:
-            eps = np.maximum(-phi_m1, 1e-300)  # 1 - phi
-            phi = 1.0 - eps
-            phiL = np.exp(L * log_phi)
-            num = -np.expm1(L * log_phi) - L * eps * phiL  # 1 - (L+1) phi^L + L phi^{L+1}
-            g1 = num / eps**2 / L
-            g2 = (2.0 * num - L * (L + 1.0) * np.exp((L - 1) * log_phi) * eps**2) / eps**3 / L
-            w1, w2 = g1, g2
-        else:
-            w1 = L * np.exp((L - 1) * log_phi)
-            w2 = L * (L - 1.0) * np.exp((L - 2) * log_phi)
-        f2 = tt * psi[2] * w1 * jac
-        f3 = tt**2 / 2.0 * psi[3] * w1 * jac
-        f4 = tt**3 / 6.0 * psi[4] * w1 * jac
-        f22 = tt**3 / 6.0 * psi[2] ** 2 * w2 * jac
-    trap = np.trapezoid if hasattr(np, "trapezoid") else np.trapz
-    out = tuple(float(trap(np.nan_to_num(f, nan=0.0, posinf=0.0), u)) for f in (f2, f3, f4, f22))
-    return out  # type: ignore[return-value]
+    lt = np.linspace(-math.log(n) - 0.5 * s - 14.0, 6.0 + 3.0 * sd, _N_T)  # log t
+    ex = sd * xh
+    a = np.exp(ex)[None, :] * np.exp(lt)[:, None]  # t e^x
+    phi = np.maximum((wh[None, :] * np.exp(-a)).sum(1), 1e-300)
+
+    def t_psi(m: int, power: int):  # t^power E[e^{m x} e^{-t e^x}]
+        return (wh[None, :] * np.exp(np.minimum(m * ex[None, :] - a + power * lt[:, None], 700.0))).sum(1)
+
+    p2 = t_psi(2, 2)
+    # integrands in d log t of E[P_1^2], E[P_1^3], E[P_1^4] (times phi^{n-1}) and E[P_1^2 P_2^2] (times phi^{n-1})
+    f = np.stack([p2, t_psi(3, 3) / 2.0, t_psi(4, 4) / 6.0, p2 * p2 / 6.0 / phi], axis=1)
+    f[0] *= 0.5  # trapezoid
+    f[-1] *= 0.5
+    F = np.exp((sizes[:, None] - 1.0) * np.log(phi)[None, :])  # phi^{n-1}, one row per size
+    I = (F @ f) * (lt[1] - lt[0])
+    out = np.stack([sizes * I[:, 0], sizes * I[:, 1], sizes * I[:, 2], sizes * (sizes - 1.0) * I[:, 3]])
+    if sizes[0] == 1.0:
+        out[:, 0] = (1.0, 1.0, 1.0, 0.0)  # one key: P = 1 exactly
+    return out
+
+
+def softmax_power_sums(n: int, s: float, all_sizes: bool = False):
+    """Moments of the weights P of a softmax over n i.i.d. N(0, s) logits (derived; exact up to quadrature).
+
+    Returns a numpy array of shape (4, sizes) with rows E[sum_j P_j^2], E[sum_j P_j^3], E[sum_j P_j^4] and
+    E[sum_{j != k} P_j^2 P_k^2], and one column per softmax size: 1..n if ``all_sizes`` (the rows of causal
+    attention), else n alone.
+
+    P_j = w_j / sum_k w_k with i.i.d. lognormal w = e^y (a shared part of the logits cancels). The Laplace
+    identity 1/D^m = int_0^inf t^{m-1} e^{-t D} dt / (m-1)!, phi(t) = E[e^{-t w}] and psi_m(t) = E[w^m e^{-t w}]
+    give E[P_1^m] = int t^{m-1}/(m-1)! psi_m phi^{n-1} dt and E[P_1^2 P_2^2] = int t^3/6 psi_2^2 phi^{n-2} dt
+    (Gauss-Hermite in y, trapezoid in log t). Within Monte-Carlo noise (< 1%) of sampling for n <= 1024,
+    s <= 8. Tabulated on a grid of s (step 0.025, capped at 25) and interpolated linearly, so that the many
+    calls of a deep recursion reuse a few nodes. One implementation serves the component formulas,
+    ``predict`` and the DSLM init recipe.
+    """
+    s = min(max(float(s), 0.0), _S_MAX)
+    x = s / _S_STEP
+    k = int(x)
+    frac = x - k
+    out = _power_sums_node(int(n), k, all_sizes)
+    if frac > 1e-12:
+        out = (1.0 - frac) * out + frac * _power_sums_node(int(n), k + 1, all_sizes)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _weight_moments(s: float, seq_len: int, causal: bool) -> tuple[float, float, float, float]:
+    """Averages over queries of ``E[sum_j P^2]``, ``E[sum_j P^3]``, ``E[sum_j P^4]``, ``E[sum_{j!=k} P_j^2 P_k^2]``
+    for logits of variance s (:func:`softmax_power_sums`; causal attention: query i sees i keys)."""
+    m = softmax_power_sums(int(seq_len), s, all_sizes=causal)
+    return tuple(float(v) for v in m.mean(1))  # type: ignore[return-value]
 
 
 def _p2_sum(s: float, seq_len: int, causal: bool) -> float:

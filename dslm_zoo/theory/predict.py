@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Sequence
 
-from .components import gelu_cross_moment, gelu_moments, relu_corr_map
+from .components import gelu_cross_moment, gelu_moments, relu_corr_map, softmax_power_sums
 
 __all__ = [
     "SignalTable",
@@ -264,75 +264,22 @@ class SignalPrediction(SignalTable):
 # ---------------------------------------------------------------------------------------------------------------
 # Component moments (pure floats; numpy vectors over positions for causal attention only).
 
-_S_STEP = 0.025  # grid of logit variances on which E[sum P^2] is tabulated (linear interpolation between nodes)
-_S_MAX = 25.0
-_N_T, _N_GH = 320, 80
-
-
-@lru_cache(maxsize=1)
-def _gh_nodes() -> tuple[Any, Any]:
-    import numpy as np
-
-    x, w = np.polynomial.hermite_e.hermegauss(_N_GH)
-    return x, w / w.sum()
-
-
-@lru_cache(maxsize=1024)
-def _sq_mass_node(n: int, k: int, all_n: bool) -> tuple[Any, Any, Any]:
-    """Softmax moments over n i.i.d. N(0, s) logits, s = k * _S_STEP, for all sizes 1..n if ``all_n``:
-    S = E[sum_j P_j^2], T = E[sum_j P_j^2 (1 - 2 P_j + sum_k P_k^2)] (the logit-gradient mass; 0 for n = 1)
-    and E[(sum_j P_j^2)^2] (how much S varies from row to row).
-
-    Exact up to quadrature (derived): 1/D^m = int t^{m-1} e^{-tD} dt / (m-1)! and phi(t) = E[exp(-t e^x)] give
-    E[P_1^m] = int t^m/(m-1)! E[e^{mx} e^{-t e^x}] phi^{n-1} dlog t and E[P_1^2 P_2^2] = int t^4/3! E[e^{2x}
-    e^{-t e^x}]^2 phi^{n-2} dlog t (Gauss-Hermite in x, trapezoid in log t); within Monte-Carlo noise (< 1%)
-    of simulation for n <= 512, s <= 8.
-    """
-    import numpy as np
-
-    s = k * _S_STEP
-    sizes = np.arange(1, n + 1, dtype=np.float64) if all_n else np.array([float(n)])
-    if s <= 0.0:
-        return 1.0 / sizes, (1.0 / sizes) * (1.0 - 1.0 / sizes), 1.0 / sizes**2
-    xh, wh = _gh_nodes()
-    sd = math.sqrt(s)
-    lt = np.linspace(-math.log(n) - 0.5 * s - 14.0, 6.0 + 3.0 * sd, _N_T)
-    ex = sd * xh
-    a = np.exp(ex)[None, :] * np.exp(lt)[:, None]
-    phi = np.maximum((wh[None, :] * np.exp(-a)).sum(1), 1e-300)
-
-    def t_psi(m: int, power: int) -> Any:  # t^power E[e^{m x} e^{-t e^x}]
-        return (wh[None, :] * np.exp(np.minimum(m * ex[None, :] - a + power * lt[:, None], 700.0))).sum(1)
-
-    p2 = t_psi(2, 2)
-    w = np.stack([p2, t_psi(3, 3) / 2.0, t_psi(4, 4) / 6.0, p2 * p2 / 6.0 / phi], axis=1)  # (T, 4)
-    w[0] *= 0.5
-    w[-1] *= 0.5
-    F = np.exp((sizes[:, None] - 1.0) * np.log(phi)[None, :])  # phi^{n-1}
-    I = (F @ w) * (lt[1] - lt[0])
-    S = np.minimum(sizes * I[:, 0], 1.0)
-    ES2 = np.maximum(sizes * I[:, 2] + sizes * (sizes - 1.0) * I[:, 3], S * S)
-    T = np.maximum(S - 2.0 * sizes * I[:, 1] + ES2, 0.0)
-    return S, T, ES2
-
-
 def _sq_mass(n: int, s: float, all_n: bool = False) -> tuple[Any, Any, Any]:
-    """(S, T, E[S^2]) of a softmax over n logits of variance s (vectors over sizes 1..n if ``all_n``),
-    linearly interpolated between the tabulated logit variances."""
-    s = min(max(s, 0.0), _S_MAX)
-    x = s / _S_STEP
-    k = int(x)
-    w = x - k
-    out = _sq_mass_node(n, k, all_n)
-    if w > 1e-12:
-        hi = _sq_mass_node(n, k + 1, all_n)
-        out = tuple((1.0 - w) * a + w * b for a, b in zip(out, hi))
-    return out if all_n else tuple(float(a[0]) for a in out)
+    """Softmax over n logits of variance s (vectors over sizes 1..n if ``all_n``): S = E[sum_j P_j^2],
+    T = E[sum_j P_j^2 (1 - 2 P_j + sum_k P_k^2)] (the logit-gradient mass; 0 for n = 1) and E[(sum_j P_j^2)^2]
+    (how much S varies from row to row), from :func:`softmax_power_sums`."""
+    import numpy as np
+
+    m2, m3, m4, m22 = softmax_power_sums(n, s, all_sizes=all_n)
+    S = np.minimum(m2, 1.0)
+    ES2 = np.maximum(m4 + m22, S * S)
+    T = np.maximum(S - 2.0 * m3 + ES2, 0.0)
+    return (S, T, ES2) if all_n else (float(S[0]), float(T[0]), float(ES2[0]))
 
 
 def softmax_sq_mass(seq_len: int, logit_var: float) -> float:
-    """E[sum_j P_j^2] for a softmax over ``seq_len`` i.i.d. logits of variance ``logit_var`` (quadrature, exact
-    within 0.5% of Monte Carlo; ``recipe.softmax_sq_mass`` is the paper-style closed form, up to 2x off at s >= 2)."""
+    """E[sum_j P_j^2] for a softmax over ``seq_len`` i.i.d. logits of variance ``logit_var`` (quadrature, within
+    0.5% of Monte Carlo; see :func:`dslm_zoo.theory.components.softmax_power_sums`)."""
     if seq_len <= 1:
         return 1.0
     return _sq_mass(int(seq_len), logit_var)[0]

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from .components import gelu_cross_moment, gelu_moments, relu_corr_map
+from .predict import attention_moments
 
 __all__ = [
     "dslm_residual_scales",
@@ -21,7 +22,6 @@ __all__ = [
     "dslm_embedding_var",
     "dslm_ffn_var",
     "ffn_corr_map",
-    "softmax_sq_mass",
     "attention_variance_bracket",
     "attention_gain_and_corr",
     "SublayerSpec",
@@ -109,29 +109,15 @@ def ffn_corr_map(r: float, act: Act, dim: int, hidden_dim: int, dropout: float) 
     return gelu_cross_moment(t, r) / (v + m * m)
 
 
-def softmax_sq_mass(seq_len: int, logit_var: float) -> float:
-    """E[sum_j P_j^2] for a softmax over ``seq_len`` i.i.d. logits of variance ``logit_var`` (derived).
-
-    Ratio-of-expectations approximation 1 / (1 + (L-1) e^{-s (L-1)/L}): exact at L = 1, equal to the paper's
-    e^{s}/L to leading order in 1/L, and within ~10% of Monte Carlo at 2 <= L <= 16 for s <= 1 (where e^{s}/L
-    is off by up to 2x), which matters for the first positions of causal attention.
-    """
-    if seq_len <= 1:
-        return 1.0
-    L = float(seq_len)
-    return 1.0 / (1.0 + (L - 1.0) * math.exp(-logit_var * (L - 1.0) / L))
-
-
 def attention_variance_bracket(r: float, seq_len: int, dim: int, logit_var: float = 1.0, attn_drop: float = 0.0) -> float:
     """A = out var / (d sv2 sx2) of single-head attention at finite L (the paper's bracket, Sec. 2 of dslm.md).
 
-    A = r + (1-r)^2 (L-1) s/(d L) + (1-r) E[sum P^2] (1 + 4 (1-r) s / d) / (1 - p_a), with d the *input width*
-    (checked by Monte Carlo: with d = d_k the bracket is 2x too large at r = 0) and the paper's e^{(1-r)s}/L
-    replaced by ``softmax_sq_mass`` so that short (causal-prefix) lengths stay accurate.
+    A = r + (1-r)^2 (L-1) s/(d L) + E[sum P^2] ((1-r) (1 + 4 (1-r) s / d) + r p_a) / (1 - p_a), with d the
+    *input width* (checked by Monte Carlo: with d = d_k the bracket is 2x too large at r = 0) and the paper's
+    e^{(1-r)s}/L replaced by the exact E[sum P^2], which stays accurate at short lengths where e^{(1-r)s}/L is
+    off by up to 2x. One implementation with ``predict``: :func:`dslm_zoo.theory.predict.attention_moments`.
     """
-    q = 1.0 - r
-    s = logit_var
-    return r + q * q * (seq_len - 1.0) * s / (dim * seq_len) + q * softmax_sq_mass(seq_len, q * s) * (1.0 + 4.0 * q * s / dim) / (1.0 - attn_drop)
+    return attention_moments(r, seq_len, dim, logit_var, attn_drop)[0]
 
 
 def attention_gain_and_corr(
@@ -139,25 +125,19 @@ def attention_gain_and_corr(
 ) -> tuple[float, float]:
     """(A, correlation of the output) of attention at unit input variance and unit logit variance.
 
-    ``seq_len=None`` is the paper's large-L limit (A = r, output fully correlated). Otherwise (derived):
-    bidirectional: A from ``attention_variance_bracket``, covariance C = r + ((1-r) + 2 (1-r)^2 / d) / L.
-    Causal: position i attends to i tokens, so A is the mean over i of A(r, i); two positions i < j share the
-    first i values with weights ~1/i and ~1/j, so their covariance is r + (1-r)/j and the mean over pairs is
-    C = r + (1-r) 2 (L - H_L) / (L (L-1)), H_L the harmonic number. Both match Monte Carlo within a few percent
-    at L >= 128 (tests/test_recipe.py).
+    ``seq_len=None`` is the paper's large-L limit (A = r, output fully correlated). Otherwise (derived, see
+    :func:`dslm_zoo.theory.predict.attention_moments`): bidirectional: A from ``attention_variance_bracket``,
+    covariance C = r + ((1-r) + 2 (1-r)^2 / d) / L. Causal: position i attends to i tokens, so A is the mean
+    over i of A(r, i); two positions i < j share the first i values with weights ~1/i and ~1/j, so their
+    covariance is r + (1-r)/j (plus the 2 (1-r)^2 / d term) and the mean over pairs has
+    2 (L - H_L) / (L (L-1)) in place of 1/L, H_L the harmonic number. Against Monte Carlo at L = 128, d = 64
+    (tests/test_init.py): A within 1% at r = 0.5 and within 6% at r = 0, the output correlation within 7%.
     """
     if seq_len is None:
         return r, 1.0
     if seq_len < 2:
         return 1.0, 1.0
-    L = seq_len
-    if causal:
-        A = sum(attention_variance_bracket(r, i, dim, 1.0, attn_drop) for i in range(1, L + 1)) / L
-        harmonic = sum(1.0 / i for i in range(1, L + 1))
-        C = r + (1.0 - r) * 2.0 * (L - harmonic) / (L * (L - 1.0))
-    else:
-        A = attention_variance_bracket(r, L, dim, 1.0, attn_drop)
-        C = r + ((1.0 - r) + 2.0 * (1.0 - r) ** 2 / dim) / L
+    A, C, _, _ = attention_moments(r, seq_len, dim, 1.0, attn_drop, causal)
     return A, min(C / A, 1.0)
 
 
