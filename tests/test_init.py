@@ -9,7 +9,7 @@ import torch
 
 import dslm_zoo
 from dslm_zoo.init import InitRecord, stack_sublayer_specs
-from dslm_zoo.layers import Attention, Mlp
+from dslm_zoo.layers import Mlp
 from dslm_zoo.theory.recipe import (
     SublayerSpec,
     attention_gain_and_corr,

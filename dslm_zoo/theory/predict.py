@@ -868,8 +868,6 @@ def _branch_pair_cov(
     q (1 + 2 q ss2 / d) / max(i, k) of ``_attn_causal``'s C (with uniform input correlation the mean over pairs is
     that C). FFN: every pair's own input correlation through the activation's correlation map. Cross-attention
     reads one memory for every position (uniform)."""
-    import numpy as np
-
     if s.kind == "ffn":
         return s.dff * s.s2 * _act_map(s.act, s.d * s.s1 * u, Cu / u if u > 0 else Cu, 1) + s.b_out
     if "causal" not in f:
