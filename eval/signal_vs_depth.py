@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dslm_zoo  # noqa: E402
 from dslm_zoo.diagnostics import (  # noqa: E402
-    SignalMeasurement, SignalPrediction, across_models, compare, predict_and_measure,
+    across_models, average_pairs, predict_and_measure,
 )
 from dslm_zoo.diagnostics.compare import _fmt  # noqa: E402
 
@@ -55,9 +55,7 @@ def run(init: str, norm_first: bool, depth: int, width: int, seeds: int) -> dict
 
     tokens = torch.randint(0, VOCAB, (B, L), generator=torch.Generator().manual_seed(0))
     pairs = list(predict_and_measure(make, tokens, seeds, seq_len=L))
-    p = SignalPrediction.mean([q for q, _ in pairs])
-    m = SignalMeasurement.average([q for _, q in pairs])
-    out = dict(compare(p, m).summary)
+    out = dict(average_pairs(pairs)[2].summary)
     if seeds > 1:
         out.update(across_models(pairs))
     return out

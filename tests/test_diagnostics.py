@@ -18,6 +18,7 @@ from dslm_zoo.diagnostics import (
     SignalMonitor,
     SignalPrediction,
     across_models,
+    average_pairs,
     compare,
     measure,
     measure_r_emb,
@@ -63,9 +64,8 @@ CASES = [(f, i, nf) for f in ("dslm_bert_tiny", "dslm_gpt_tiny") for i in ("xavi
 @pytest.mark.parametrize("family,init,norm_first", CASES)
 def test_prediction_matches_measurement(family, init, norm_first):
     pairs = list(predict_and_measure(_text_maker(family, init, norm_first), _tokens(), SEEDS, seq_len=L))
-    p = SignalPrediction.mean([q for q, _ in pairs])
-    m = SignalMeasurement.average([q for _, q in pairs])
-    s, a = compare(p, m).summary, across_models(pairs)
+    _, m, c = average_pairs(pairs)
+    s, a = c.summary, across_models(pairs)
     print(f"\n{family} {init} {'Pre' if norm_first else 'Post'}-LN: fwd max {100 * s['fwd_var_max_err']:.2f}%, "
           f"sums max {100 * s['sum_var_max_err']:.2f}%, "
           f"grad ratio pred {s['grad_ratio_pred']:.4g} meas {s['grad_ratio_meas']:.4g} (x{s['grad_ratio_rel']:.3f}), "
@@ -280,8 +280,8 @@ def test_prediction_matches_measurement_deep(init, norm_first, seeds):
         )
 
     pairs = list(predict_and_measure(make, _tokens(8, 64), seeds, seq_len=64))
-    m = SignalMeasurement.average([q for _, q in pairs])
-    s = compare(SignalPrediction.mean([q for q, _ in pairs]), m).summary
+    _, m, c = average_pairs(pairs)
+    s = c.summary
     a = across_models(pairs)
     i = m.input_row()
     se = m.spread["grad_var"][i] / m.grad_var[i] / math.sqrt(seeds)  # standard error of the measured seed mean

@@ -21,7 +21,7 @@ from .hooks import SignalMonitor, _first_tensor
 
 __all__ = [
     "SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure", "predict_and_measure",
-    "across_models",
+    "average_pairs", "across_models",
 ]
 
 
@@ -271,7 +271,13 @@ def predict_vs_measure(
 ) -> tuple[SignalPrediction, SignalMeasurement, Comparison]:
     """Theory vs measurement averaged over fresh models ``make_model(seed)`` (see :func:`predict_and_measure`):
     predictions and measurements are averaged row-wise and compared."""
-    pairs = list(predict_and_measure(make_model, batch, seeds, seq_len=seq_len, **predict_kwargs))
+    return average_pairs(list(predict_and_measure(make_model, batch, seeds, seq_len=seq_len, **predict_kwargs)))
+
+
+def average_pairs(
+    pairs: Sequence[tuple[SignalPrediction, SignalMeasurement]],
+) -> tuple[SignalPrediction, SignalMeasurement, Comparison]:
+    """Row-wise means of the predictions and of the measurements of :func:`predict_and_measure`, compared."""
     p = SignalPrediction.mean([q for q, _ in pairs])
     m = SignalMeasurement.average([q for _, q in pairs])
     return p, m, compare(p, m)

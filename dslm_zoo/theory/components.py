@@ -546,8 +546,9 @@ def softmax_power_sums(n: int, s: float, all_sizes: bool = False):
     identity 1/D^m = int_0^inf t^{m-1} e^{-t D} dt / (m-1)!, phi(t) = E[e^{-t w}] and psi_m(t) = E[w^m e^{-t w}]
     give E[P_1^m] = int t^{m-1}/(m-1)! psi_m phi^{n-1} dt and E[P_1^2 P_2^2] = int t^3/6 psi_2^2 phi^{n-2} dt
     (Gauss-Hermite in y, trapezoid in log t). Checked against sampling: E[sum P^2] within 2% for n <= 128,
-    s <= 3 (tests/test_predict.py), the higher sums within 3% (tests/test_theory_components.py). Tabulated on a grid of s (step 0.025, capped at 25) and interpolated linearly, so that the many
-    calls of a deep recursion reuse a few nodes. One implementation serves the component formulas,
+    s <= 3 (tests/test_predict.py), the higher sums within 3% (tests/test_theory_components.py). Tabulated on
+    a grid of s (step 0.025, capped at 25) and interpolated linearly, so that the many calls of a deep
+    recursion reuse a few nodes. One implementation serves the component formulas,
     ``predict`` and the DSLM init recipe.
     """
     s = min(max(float(s), 0.0), _S_MAX)
