@@ -1,4 +1,5 @@
-"""The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``demo``.
+"""The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``train``, ``plot``,
+``data``, ``demo``.
 
 Each subcommand lives in a function ``cmd_<name>(args)`` registered by ``_add_<name>(subparsers)``; later
 subcommands (``eval``) plug in the same way.
@@ -86,7 +87,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_list, _add_info, _add_signal, _add_demo]
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .train.cli import add_plot_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_plot_parser(sub)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="list or prepare the zoo's data sets (cache: $DSLM_ZOO_DATA)")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    dsub.add_parser("list", help="data sets and where they are cached").set_defaults(fn=cmd_data_list)
+    prep = dsub.add_parser("prepare", help="fetch and build a data set into the cache root")
+    prep.add_argument("name")
+    prep.add_argument("--deb", help="an already downloaded Debian package to read instead of `apt-get download`")
+    prep.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary size (default 8192)")
+    prep.add_argument("--out", help="directory to write (default $DSLM_ZOO_DATA/NAME)")
+    prep.set_defaults(fn=cmd_data_prepare)
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from .data import data_root, list_text_sources
+
+    root = data_root()
+    for name, doc in list_text_sources().items():
+        state = "prepared" if (root / name / "manifest.json").is_file() else "in memory" if "in memory" in doc else "not prepared"
+        print(f"{name:<14} {state:<13} {doc}")
+    print(f"cache root: {root}")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare
+
+    try:
+        print(prepare(args.name, deb=args.deb, vocab_size=args.vocab_size, out=args.out))
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"dslm-zoo data: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_list, _add_info, _add_signal, _add_train, _add_data, _add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,6 +58,7 @@ def run_demo() -> None:
             rows.append([family, name, f"{n / 1e6:.2f}M", model.depth, model.cfg.init, device, f"{build:.2f}s", out])
     print(_table(rows, ["family", "model", "params", "depth", "init", "device", "build", "forward"]))
     _signal_demo()
+    _train_demo()
 
 
 def _signal_demo() -> None:
@@ -72,6 +73,30 @@ def _signal_demo() -> None:
         p = predict("dslm_bert_1000L", seq_len=128, init=init, norm_first=norm_first)
         rows.append([init, "Pre-LN" if norm_first else "Post-LN", f"{p.fwd_var[-1]:.3g}", f"{p.grad_ratio():.3g}", f"{time.perf_counter() - t:.2f}s"])
     print(_table(rows, ["init", "LN", "fwd var (last)", "grad ratio", "time"]))
+
+
+def _train_demo(steps: int = 150) -> None:
+    """A few seconds of the trainer: recipes/tiny_mlm.yaml (toy language, built in memory), shortened."""
+    import shutil
+    from pathlib import Path
+
+    from .train import Trainer, load_recipe, read_metrics
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny_mlm.yaml"
+    if not recipe.is_file():  # an installed wheel carries no recipes/
+        print("\ntraining: recipes/tiny_mlm.yaml not found (run the demo from a checkout)")
+        return
+    out = Path("out") / "demo_tiny_mlm"
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\ntraining: {steps} steps of recipes/tiny_mlm.yaml (`dslm-zoo train recipes/tiny_mlm.yaml --out DIR` runs all 600)")
+    t = time.perf_counter()
+    Trainer(load_recipe(recipe, [f"train.steps={steps}", "train.eval_every=50", "train.checkpoint_every=0"]), out).run()
+    rows = read_metrics(out)
+    train = [r for r in rows if "split" not in r]
+    evals = [r for r in rows if r.get("split") == "validation"]
+    print(f"masked-LM loss {train[0]['loss']:.3f} -> {train[-1]['loss']:.3f} (validation "
+          + " -> ".join(f"{r['eval_loss']:.3f}" for r in evals) + f") in {time.perf_counter() - t:.1f} s; "
+          f"curves in {out / 'loss.png'}, weights in {out / 'export'}")
 
 
 if __name__ == "__main__":

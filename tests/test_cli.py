@@ -70,10 +70,12 @@ def test_hubconf_exposes_every_model_and_loads_locally():
     assert {"torch", "timm", "safetensors"} <= set(hub.dependencies)
 
 
-def test_demo_runs(capsys):
+def test_demo_runs(capsys, tmp_path, monkeypatch):
     from dslm_zoo.demo import run_demo
 
+    monkeypatch.chdir(tmp_path)  # the demo's training run writes out/demo_tiny_mlm under the working directory
     run_demo()
     out = capsys.readouterr().out
     assert "dslm_bert_tiny" in out and "dslm_vit_1000L" in out and "finite=True" in out
     assert "finite=False" not in out
+    assert "masked-LM loss" in out and "validation" in out

@@ -1,0 +1,244 @@
+"""Tasks plug into the one trainer: data sets, collate, loss and eval metrics. The loop knows no family.
+
+A task's ``loss`` returns the *sum* of its per-unit losses (units: target tokens, or samples) and ``count`` the
+number of units of a batch before any forward; the trainer divides by the global count of the optimizer step,
+so gradient accumulation and any number of processes give the gradient of the same global mean.
+
+Randomness that belongs to the data (which tokens an MLM batch masks) is drawn from a generator seeded by the
+sample's global draw position, so it is identical for any world size, micro-batch split and resume point.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from .config import DataSection, RecipeError
+
+__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM"]
+
+_TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(cls: type["Task"]) -> type["Task"]:
+    """Class decorator: make a task available to recipes by its ``name``; duplicate names raise."""
+    if cls.name in _TASKS:
+        raise ValueError(f"task {cls.name!r} is already registered")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def build_task(name: str, kwargs: dict[str, Any], source: str = "<recipe>") -> "Task":
+    """Instantiate a registered task; unknown names and unknown keyword arguments raise ``RecipeError``."""
+    if name not in _TASKS:
+        raise RecipeError(f"{source}: unknown task {name!r}; known tasks: {list_tasks()}")
+    cls = _TASKS[name]
+    params = inspect.signature(cls.__init__).parameters
+    bad = [k for k in kwargs if k not in params or k == "self"]
+    if bad:
+        raise RecipeError(f"{source}: task {name!r} has no option(s) {bad}; it takes {[p for p in params if p != 'self']}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"{source}: task {name!r}: {e}") from None
+
+
+def _sample_generator(seed: int, draw: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + draw) % (2**63 - 1))
+
+
+class Task(ABC):
+    """What a task supplies to the trainer.
+
+    ``setup(data, model_kwargs)`` builds the data sets and returns the model keyword arguments the data implies
+    (vocabulary size, context length); ``collate`` turns ``(draw position, sample)`` pairs into a batch dict.
+    """
+
+    name: ClassVar[str]
+    unit: ClassVar[str] = "tokens"  # what count() counts: throughput is reported per unit
+
+    datasets: dict[str, Dataset]
+
+    @abstractmethod
+    def setup(self, data: DataSection, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Build ``self.datasets`` ('train', 'validation', ...) and return model kwargs the data implies."""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ``RecipeError`` if the model cannot do this task (wrong head, wrong family)."""
+
+    @abstractmethod
+    def collate(self, items: Sequence[tuple[int, Any]], seed: int) -> dict[str, torch.Tensor]:
+        """A batch from ``(global draw position, sample)`` pairs; ``seed`` is the recipe's."""
+
+    @abstractmethod
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        """Loss units in the batch (target tokens, samples), known before the forward."""
+
+    def size(self, batch: dict[str, torch.Tensor]) -> int:
+        """Throughput units of the batch (input tokens, samples); default: ``count``."""
+        return self.count(batch)
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The summed loss over the batch's units (fp32 scalar)."""
+
+    def metrics(self, loss_sum: float, units: int) -> dict[str, float]:
+        """Eval metrics from the summed validation loss (default: mean loss and its perplexity)."""
+        mean = loss_sum / max(units, 1)
+        return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 50.0))}
+
+    def describe_data(self) -> dict[str, Any]:
+        return {}
+
+    def export_files(self, out_dir: Path) -> dict[str, Any]:
+        """Write what the exported model needs beside its weights (a tokenizer); return pretrained-cfg fields."""
+        return {}
+
+
+class _TextTask(Task):
+    """Shared by the language-model tasks: a text source cut into fixed windows."""
+
+    def __init__(self) -> None:
+        self.text: Any = None
+        self.seq_len = 0
+
+    def _load(self, data: DataSection, default_seq_len: int) -> Any:
+        from ..data import TokenBlocks, load_text_data
+
+        kwargs = dict(data.kwargs)
+        self.seq_len = int(kwargs.pop("seq_len", default_seq_len))
+        if self.seq_len < 4:
+            raise RecipeError(f"data.kwargs.seq_len must be >= 4, got {self.seq_len}")
+        self.text = load_text_data(data.name, **kwargs)
+        self.datasets = {k: TokenBlocks(v, self._window()) for k, v in self.text.splits.items() if len(v) >= self._window()}
+        if "train" not in self.datasets:
+            raise RecipeError(f"data set {data.name!r} has no train split long enough for seq_len={self.seq_len}")
+        return self.text
+
+    def _window(self) -> int:
+        return self.seq_len
+
+    def _implied(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        implied = {"vocab_size": self.text.vocab_size}
+        for k, v in implied.items():
+            if k in model_kwargs and model_kwargs[k] != v:
+                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]} disagrees with the data ({k}={v})")
+        max_len = model_kwargs.get("max_seq_len")
+        if max_len is not None and max_len < self.seq_len:
+            raise RecipeError(f"model.kwargs.max_seq_len={max_len} is shorter than data.kwargs.seq_len={self.seq_len}")
+        if max_len is None:
+            implied["max_seq_len"] = self.seq_len
+        return implied
+
+    def size(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["input_ids"].numel()
+
+    def export_files(self, out_dir: Path) -> dict[str, Any]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.text.tokenizer.save(str(out_dir / "tokenizer.json"))
+        return {"tokenizer": "tokenizer.json"}
+
+    def describe_data(self) -> dict[str, Any]:
+        from ..data.text import describe
+
+        return {**describe(self.text), "seq_len": self.seq_len}
+
+
+@register_task
+class MaskedLM(_TextTask):
+    """BERT masked-language modelling: ``[CLS] w_1 .. w_{L-2} [SEP]``, ``mask_prob`` of the words chosen, of
+    those 80 % replaced by [MASK], 10 % by a random token, 10 % kept (Devlin et al. 2019)."""
+
+    name = "masked_lm"
+
+    def __init__(self, mask_prob: float = 0.15):
+        super().__init__()
+        if not 0.0 < mask_prob < 1.0:
+            raise ValueError(f"mask_prob must lie in (0, 1), got {mask_prob}")
+        self.mask_prob = mask_prob
+
+    def setup(self, data: DataSection, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        self._load(data, default_seq_len=128)
+        return self._implied(model_kwargs)
+
+    def _window(self) -> int:
+        return self.seq_len - 2
+
+    def check_model(self, model: nn.Module) -> None:
+        if getattr(model.cfg, "head", None) != "mlm":
+            raise RecipeError(f"task 'masked_lm' needs a text encoder with head='mlm'; {type(model).__name__} has "
+                              f"head={getattr(model.cfg, 'head', None)!r}")
+
+    def collate(self, items: Sequence[tuple[int, torch.Tensor]], seed: int) -> dict[str, torch.Tensor]:
+        sp = self.text.special
+        V = self.text.vocab_size
+        n_special = len(sp)
+        ids, labels = [], []
+        for draw, words in items:
+            g = _sample_generator(seed, draw)
+            chosen = torch.rand(words.shape, generator=g) < self.mask_prob
+            if not chosen.any():  # at least one target per sequence keeps every sample in the loss
+                chosen[torch.randint(len(words), (1,), generator=g)] = True
+            roll = torch.rand(words.shape, generator=g)
+            rand_tok = torch.randint(n_special, V, words.shape, generator=g)
+            inp = words.clone()
+            inp[chosen & (roll < 0.8)] = sp["[MASK]"]
+            swap = chosen & (roll >= 0.8) & (roll < 0.9)
+            inp[swap] = rand_tok[swap]
+            lab = torch.where(chosen, words, torch.full_like(words, -100))
+            cls, sep = torch.tensor([sp["[CLS]"]]), torch.tensor([sp["[SEP]"]])
+            ignore = torch.tensor([-100])
+            ids.append(torch.cat([cls, inp, sep]))
+            labels.append(torch.cat([ignore, lab, ignore]))
+        return {"input_ids": torch.stack(ids), "labels": torch.stack(labels)}
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != -100).sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # through forward(): DDP and FSDP2 hook it; the loss in fp32 whatever the autocast dtype
+        logits = model(batch["input_ids"])
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum")
+
+
+@register_task
+class CausalLM(_TextTask):
+    """Next-token prediction over windows of ``seq_len + 1`` tokens (GPT-style decoders)."""
+
+    name = "causal_lm"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def setup(self, data: DataSection, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        self._load(data, default_seq_len=128)
+        return self._implied(model_kwargs)
+
+    def _window(self) -> int:
+        return self.seq_len + 1
+
+    def check_model(self, model: nn.Module) -> None:
+        if not getattr(getattr(model, "encoder", None), "causal", False):
+            raise RecipeError(f"task 'causal_lm' needs a causal decoder (dslm_gpt_*), got {type(model).__name__}")
+
+    def collate(self, items: Sequence[tuple[int, torch.Tensor]], seed: int) -> dict[str, torch.Tensor]:
+        x = torch.stack([w for _, w in items])
+        return {"input_ids": x[:, :-1].contiguous(), "labels": x[:, 1:].contiguous()}
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["labels"].numel()
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["input_ids"])
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), reduction="sum")
