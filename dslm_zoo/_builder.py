@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, TypeVar
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from ._hub import (
     CONFIG_NAME,
+    _hf_offline,
     WeightsNotFoundError,
     read_model_config,
     resolve_pretrained_file,
@@ -79,7 +81,11 @@ def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cp
     if suffix in _SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file
 
-        return load_file(str(path), device=str(torch.device(device)))
+        try:
+            return load_file(str(path), device=str(torch.device(device)))
+        except Exception as e:  # SafetensorError, OSError, ...: a truncated or corrupted file
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e}); "
+                             "it may be truncated or corrupted: fetch it again") from None
     if suffix not in _PICKLE_SUFFIXES:
         raise ValueError(
             f"unsupported checkpoint format {suffix!r} for {str(path)!r}: use .safetensors, or .pt/.pth/.bin/.ckpt"
@@ -193,6 +199,13 @@ def _classifier_prefixes(cfg: PretrainedCfg) -> tuple[str, ...]:
     return (c,) if isinstance(c, str) else tuple(c)
 
 
+def _head_differs(probe: nn.Module, sd: Mapping[str, torch.Tensor], heads: tuple[str, ...]) -> bool:
+    """Whether the checkpoint's classifier tensors differ in names or shapes from those of ``probe``."""
+    mine = {k: tuple(v.shape) for k, v in probe.state_dict().items() if _under(k, heads)}
+    theirs = {k: tuple(v.shape) for k, v in sd.items() if _under(k, heads)}
+    return mine != theirs
+
+
 def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     """A torch.dtype from a dtype or its name; ``'auto'`` is kept (resolved from the weights file later)."""
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
@@ -303,20 +316,29 @@ def build_model_with_cfg(
     if dtype == "auto":
         dtype = _weights_float_dtype(weights)
 
-    if weights is None:
+    sd = load_state_dict(weights) if weights is not None else None
+    if sd is not None and not new_head and heads and has_num_classes and "num_classes" in kwargs:
+        # weights without a recorded num_classes (a user's checkpoint): compare the classifier tensors themselves
+        new_head = _head_differs(model_cls(cfg, device="meta", dtype=dtype), sd, heads)  # type: ignore[call-arg]
+    if sd is None:
         model = model_cls(cfg, device=device, dtype=dtype)  # type: ignore[call-arg]
     elif new_head:
         # Full init gives the new head its scheme's initialisation; all other tensors are overwritten strictly.
         model = model_cls(cfg, device=device, dtype=dtype)  # type: ignore[call-arg]
-        sd = {k: v for k, v in load_state_dict(weights).items() if not _under(k, heads)}
+        dropped = sorted(k for k in sd if _under(k, heads))
         head_keys = [k for k in model.state_dict() if _under(k, heads)]
-        load_state_dict_into(model, sd, strict=True, ignore_missing=head_keys)
+        load_state_dict_into(model, {k: v for k, v in sd.items() if k not in dropped}, strict=True, ignore_missing=head_keys)
+        warnings.warn(
+            f"{pcfg.name}: classifier re-initialised for num_classes={cfg.num_classes}; dropped from the checkpoint: "
+            f"{_format_keys(dropped) or '(no classifier tensors)'}; every other tensor loaded strictly",
+            stacklevel=3,
+        )
         pcfg = pcfg.replace(num_classes=cfg.num_classes, label_names=None)
     else:
         model = model_cls(cfg, device="meta", dtype=dtype)  # type: ignore[call-arg]
         _materialize(model, target)
         model.init_weights("skip")  # type: ignore[operator]
-        load_state_dict_into(model, load_state_dict(weights), strict=True)
+        load_state_dict_into(model, sd, strict=True)
     if weights is not None:
         _logger.info("loaded weights for %s from %s", pcfg.name, weights)
     model.pretrained_cfg = pcfg  # type: ignore[assignment]
@@ -351,8 +373,9 @@ def _create_from_source(
             raise WeightsNotFoundError(
                 f"{model_name!r}: {CONFIG_NAME} not found. Looked in:\n{places}\n"
                 f"Put the repo (config.json + model.safetensors) in a mirror ($DSLM_ZOO_HUB/{split_repo_id(repo)[0]}/), "
-                f"download it once online into the HF cache (cache_dir= or HF_HUB_CACHE), use "
-                f"'local-dir:/path' for a saved directory, or unset HF_HUB_OFFLINE if the hub is reachable."
+                f"download it once online into the HF cache (cache_dir= or HF_HUB_CACHE), or use "
+                f"'local-dir:/path' for a saved directory."
+                + (" HF_HUB_OFFLINE=1 is set: unset it if the hub is reachable." if _hf_offline() else "")
             )
         config = read_model_config(path)
         source = f"hub repo {repo!r}"
@@ -368,7 +391,13 @@ def _create_from_source(
     if model_name.startswith("hf-hub:"):
         pcfg = pcfg.replace(hf_hub_id=model_name[len("hf-hub:"):])  # weights come from the same repo and revision
     elif pretrained and checkpoint_path is None and "file" not in overlay:
-        overlay["file"] = str(directory / pcfg.filename)
+        weights = directory / pcfg.filename
+        if not weights.is_file():
+            raise WeightsNotFoundError(
+                f"{model_name!r}: {str(directory)!r} holds {CONFIG_NAME} but not its weights file {pcfg.filename!r}; "
+                f"save the model there with save_pretrained, or pass pretrained=False to build it untrained"
+            )
+        overlay["file"] = str(weights)
     extra: dict[str, Any] = {}
     if checkpoint_path is not None:
         extra["checkpoint_path"] = checkpoint_path

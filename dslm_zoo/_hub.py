@@ -186,12 +186,48 @@ def split_repo_id(repo: str) -> tuple[str, str | None]:
     return repo_id, (revision or None)
 
 
-def _hf_cache_description(cache_dir: str | os.PathLike | None) -> str:
+def _hf_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+_REACHABLE: dict[str, tuple[bool, str]] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether the Hugging Face endpoint accepts a TCP connection, and why not; asked once per process.
+
+    Without it, a machine with no route to the hub spends about 24 s in the hub client's retries before the
+    same cache lookup that ``local_files_only`` does at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    key = f"{host}:{port}"
+    if key not in _REACHABLE:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _REACHABLE[key] = (True, "")
+        except OSError as e:
+            _REACHABLE[key] = (False, f"{key}: {type(e).__name__}: {e}")
+    return _REACHABLE[key]
+
+
+def _hf_mode(cache_dir: str | os.PathLike | None) -> tuple[bool, str]:
+    """(cache only?, description of the HF cache and why it is or is not online)."""
     from huggingface_hub import constants
 
     where = str(cache_dir) if cache_dir is not None else f"{constants.HF_HUB_CACHE} (HF_HUB_CACHE)"
-    mode = "HF_HUB_OFFLINE=1: cache only" if constants.HF_HUB_OFFLINE else "online: download into the cache"
-    return f"{where}, {mode}"
+    if _hf_offline():
+        return True, f"{where}, HF_HUB_OFFLINE=1: cache only"
+    ok, why = hub_reachable()
+    if not ok:
+        return True, f"{where}, cache only: the hub is unreachable ({why})"
+    return False, f"{where}, online: download into the cache"
 
 
 def resolve_repo_file(
@@ -203,29 +239,33 @@ def resolve_repo_file(
 ) -> Path | None:
     """Find ``filename`` of hub repo ``repo`` (``'org/name[@rev]'``): local mirrors first, then the HF cache/hub.
 
-    Returns ``None`` when it is nowhere; each place tried is appended to ``looked`` (with why it failed), so the
-    caller can build one error that lists them all.
+    A revision skips the mirrors (they hold one unversioned copy) and is honoured by the HF cache and hub. When
+    HF_HUB_OFFLINE is set or the hub is unreachable, only the cache is read (no retries). Returns ``None`` when
+    the file is nowhere; each place tried is appended to ``looked`` (with why it failed), so the caller can build
+    one error that lists them all.
     """
     looked = looked if looked is not None else []
     repo_id, revision = split_repo_id(repo)
     org, name = repo_id.split("/")
-    for root in mirror_roots():
-        candidate = root / org / name / filename
-        if candidate.is_file():
-            return candidate
-        label = f"${HUB_ENV_VAR} mirror" if root != REPO_MIRROR else "repository mirror"
-        looked.append(f"{label}: {candidate} (not found)")
+    if revision is not None:
+        looked.append(f"mirrors: skipped, revision {revision!r} was asked for and a mirror holds one unversioned copy")
+    else:
+        for root in mirror_roots():
+            candidate = root / org / name / filename
+            if candidate.is_file():
+                return candidate
+            label = f"${HUB_ENV_VAR} mirror" if root != REPO_MIRROR else "repository mirror"
+            looked.append(f"{label}: {candidate} (not found)")
+    cache_only, mode = _hf_mode(cache_dir)
     try:
         # Imported here: huggingface_hub reads HF_HUB_OFFLINE / HF_HOME / HF_HUB_CACHE once, at import.
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache_dir))
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=cache_only))
     except Exception as e:  # offline, unreachable, missing repo/file, gated, ...: all mean "not available"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        looked.append(
-            f"Hugging Face hub {repo}/{filename} via cache {_hf_cache_description(cache_dir)} "
-            f"({type(e).__name__}: {msg})"
-        )
+        looked.append(f"Hugging Face hub {repo}/{filename} via cache {mode} ({type(e).__name__}: {msg})")
         return None
 
 
@@ -240,9 +280,10 @@ def _how_to_supply(cfg: PretrainedCfg, repo: str | None) -> str:
         lines += [
             f"  - put it in a local mirror: ${HUB_ENV_VAR}=/mirror with /mirror/{repo_id}/{fn} (or {REPO_MIRROR / repo_id / fn})",
             f"  - download it once while online into the HF cache (cache_dir= or HF_HUB_CACHE), e.g. "
-            f"`hf download {repo_id} {fn}`, then use it with HF_HUB_OFFLINE=1",
-            "  - if HF_HUB_OFFLINE=1 is set and the network is reachable, unset it to let the file download",
+            f"`hf download {repo_id} {fn}`, then use it offline",
         ]
+        if _hf_offline():
+            lines.append("  - HF_HUB_OFFLINE=1 is set: if the hub is reachable, unset it to let the file download")
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
-"""The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``train``, ``plot``,
-``data``, ``demo``.
+"""The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``predict`` (the
+theory's verdict at init), ``train``, ``plot``, ``data``, ``demo``.
 
 Each subcommand lives in a function ``cmd_<name>(args)`` registered by ``_add_<name>(subparsers)``; later
 subcommands (``eval``) plug in the same way.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -41,9 +42,14 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import create_model, get_pretrained_cfg
+    from ._builder import SOURCE_PREFIXES
 
-    model = create_model(args.name, device="meta")  # no weights, no allocation: seconds even at 1000 layers
-    pcfg = get_pretrained_cfg(args.name)
+    if args.name.startswith(SOURCE_PREFIXES):  # config.json of a saved directory or hub repo; no weights read
+        model = create_model(args.name, pretrained=False, device="meta")
+        pcfg = model.pretrained_cfg
+    else:
+        model = create_model(args.name, device="meta")  # no weights, no allocation: seconds even at 1000 layers
+        pcfg = get_pretrained_cfg(args.name)
     info = {
         "name": args.name,
         "class": type(model).__name__,
@@ -85,6 +91,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo()
     return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from ._argtypes import positive_int
+
+    p = sub.add_parser("predict", help="will this config train? the theory's verdict at init, without building it")
+    p.add_argument("name", help="a registered model name, local-dir:/path or hf-hub:org/name")
+    p.add_argument("--depth", type=positive_int, help="override the number of layers")
+    p.add_argument("--embed-dim", type=positive_int, help="override the width")
+    p.add_argument("--post-ln", action="store_true", help="Post-LN instead of the config's placement")
+    p.add_argument("--init", choices=("dslm", "xavier", "deepnorm", "megatron"), help="init scheme (default: the config's)")
+    p.add_argument("--seq-len", type=positive_int, help="tokens per sequence (default: the model's context)")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.set_defaults(fn=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .theory import predict
+
+    over = {k: v for k, v in (("depth", args.depth), ("embed_dim", args.embed_dim)) if v is not None}
+    if args.post_ln:
+        over["norm_first"] = False
+    if args.name.startswith(("local-dir:", "hf-hub:")):
+        from . import create_model
+
+        cfg = create_model(args.name, pretrained=False, device="meta").cfg
+        pred = predict(cfg.replace(**over), args.seq_len, init=args.init)
+    else:
+        pred = predict(args.name, args.seq_len, init=args.init, **over)
+    if args.json:
+        v = pred.verdict()
+        print(json.dumps({k: (x if k == "trainable" else {"value": x[0], "bound": x[1], "ok": x[2]}) for k, x in v.items()}, indent=2))
+    else:
+        print(pred.summary())
+    return 0 if pred.verdict()["trainable"] else 1
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -129,7 +170,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_list, _add_info, _add_signal, _add_train, _add_data, _add_demo,
+    _add_list, _add_info, _add_signal, _add_predict, _add_train, _add_data, _add_demo,
 ]
 
 
@@ -142,11 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Errors are one line on stderr (exit 2), never a traceback (``DSLM_ZOO_DEBUG=1`` shows
+    it); a closed stdout (``| head``) ends the command quietly."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, TypeError) as e:
-        print(f"dslm-zoo {args.command}: error: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        # the reader went away: send what is left of our output nowhere, as `cat file | head` does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print(f"dslm-zoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (the CLI's contract: one line, whatever went wrong)
+        if os.environ.get("DSLM_ZOO_DEBUG"):
+            raise
+        kind = "" if isinstance(e, (ValueError, TypeError)) else f"{type(e).__name__}: "
+        print(f"dslm-zoo {args.command}: error: {kind}{e}", file=sys.stderr)
         return 2
 
 

@@ -1,9 +1,10 @@
 """The DSLM learning-rate rule, tested: a base-rate sweep on real text at two depths (docs/lr_rule.md).
 
-    .venv/bin/python eval/lr_sweep.py --depths 12 48 --workers 2        # about 35 min on 2 CPU cores
+    .venv/bin/python eval/lr_sweep.py --depths 12 48 --workers 2        # about 70 min on 2 CPU cores
 
 Arms: Xavier init without a rule (the baseline a practitioner tunes), DSLM with the rule
-(``optim.lr_rule=dslm``, the default for DSLM models) and DSLM without it. Every run is
+(``optim.lr_rule=dslm``, the default for DSLM models) and DSLM without it (a coarser grid, by default at the
+shallow depth only). Every run is
 ``python -m dslm_zoo.train recipes/lr_sweep_mlm.yaml`` with ``--set`` overrides, in its own run directory under
 ``--runs`` (finished runs are reused, so an interrupted sweep continues). The table reports the final
 validation loss of every (arm, depth, base rate), the best base rate per arm and depth, and the ratios the
@@ -106,9 +107,12 @@ def write_report(results: list[dict], depths: list[int], lrs: list[float], out_m
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--depths", type=int, nargs="+", default=[12, 48])
-    p.add_argument("--lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3, 4e-3, 8e-3])
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2],
+                   help="base rates of the xavier and dslm+rule arms")
+    p.add_argument("--no-rule-lrs", type=float, nargs="+", default=[2e-3, 8e-3, 3.2e-2],
+                   help="base rates of the dslm-no-rule arm (a coarser grid: it shows where DSLM wants its rate)")
+    p.add_argument("--no-rule-depths", type=int, nargs="*", default=[12], help="depths of the dslm-no-rule arm")
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--recipe", default=str(ROOT / "recipes" / "lr_sweep_mlm.yaml"))
     p.add_argument("--runs", default=str(ROOT / "out" / "lr_sweep"))
@@ -117,7 +121,8 @@ def main() -> int:
     args = p.parse_args()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    jobs = [(a, d, lr) for d in sorted(args.depths, reverse=True) for a in args.arms for lr in args.lrs]
+    jobs = [(a, d, lr) for d in sorted(args.depths, reverse=True) for a in ("xavier", "dslm+rule") for lr in args.lrs]
+    jobs += [("dslm-no-rule", d, lr) for d in sorted(args.no_rule_depths, reverse=True) for lr in args.no_rule_lrs]
     from tqdm import tqdm
 
     results = []
@@ -128,7 +133,8 @@ def main() -> int:
             bar.update(1)
     (runs / "results.json").write_text(json.dumps(results, indent=2))
     cmd = "python eval/lr_sweep.py " + " ".join(sys.argv[1:])
-    print(write_report(results, sorted(args.depths), sorted(args.lrs), Path(args.md), Path(args.png), cmd.strip()))
+    all_lrs = sorted(set(args.lrs) | set(args.no_rule_lrs))
+    print(write_report(results, sorted(args.depths), all_lrs, Path(args.md), Path(args.png), cmd.strip()))
     return 0
 
 

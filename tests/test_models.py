@@ -149,7 +149,7 @@ def test_padding_mask_hides_padded_keys():
 
 @pytest.mark.parametrize("head", ["mlm", "qa", "cls", "none"])
 def test_bert_heads(head):
-    m = dslm_zoo.create_model("dslm_bert_tiny", head=head, num_classes=3)
+    m = dslm_zoo.create_model("dslm_bert_tiny", head=head, **({"num_classes": 3} if head == "cls" else {}))
     out = m(torch.randint(0, 100, (2, 9)))
     expect = {"mlm": (2, 9, m.cfg.vocab_size), "cls": (2, 3), "none": (2, 9, 64)}
     if head == "qa":
@@ -212,3 +212,15 @@ def test_timm_finds_dslm_vits():
     m = timm.create_model("dslm_vit_tiny", num_classes=4)
     assert isinstance(m, StackModel) and m(torch.randn(1, 3, 32, 32)).shape == (1, 4)
     assert "dslm_vit_deep" in timm.list_models("dslm_vit*")
+
+
+def test_bert_masked_positions_gives_the_same_logits_as_the_full_head():
+    m = dslm_zoo.create_model("dslm_bert_tiny", depth=2).eval()
+    x = torch.randint(5, m.cfg.vocab_size, (2, 12))
+    sel = torch.zeros(2, 12, dtype=torch.bool)
+    sel[0, 3] = sel[1, 0] = sel[1, 7] = True
+    torch.testing.assert_close(m(x, masked_positions=sel), m(x)[sel])
+    with pytest.raises(ValueError, match="bool tensor of shape"):
+        m(x, masked_positions=sel.long())
+    with pytest.raises(ValueError, match="needs head='mlm'"):
+        dslm_zoo.create_model("dslm_bert_tiny", depth=1, head="qa")(x, masked_positions=sel)

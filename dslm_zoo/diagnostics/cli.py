@@ -28,15 +28,18 @@ def add_signal_parser(sub: argparse._SubParsersAction) -> None:
         help="per-layer signal propagation: theory vs measurement, and the Xavier-vs-DSLM figure",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("name", help="a registered model name, or timm:<vit name> for a timm VisionTransformer")
+    p.add_argument("name", help="a registered model name, local-dir:/path or hf-hub:org/name (their config; fresh "
+                                "weights), or timm:<vit name> for a timm VisionTransformer")
     p.add_argument("--init", default="dslm", choices=_INITS, help="init scheme of the table (default dslm)")
-    p.add_argument("--depth", type=int, default=None, help="override the number of layers")
-    p.add_argument("--embed-dim", type=int, default=None, help="override the width (keeps runs fast on CPU)")
-    p.add_argument("--num-heads", type=int, default=None, help="override the number of heads")
+    from .._argtypes import positive_int
+
+    p.add_argument("--depth", type=positive_int, default=None, help="override the number of layers")
+    p.add_argument("--embed-dim", type=positive_int, default=None, help="override the width (keeps runs fast on CPU)")
+    p.add_argument("--num-heads", type=positive_int, default=None, help="override the number of heads")
     p.add_argument("--post-ln", action="store_true", help="Post-LN instead of Pre-LN for the table")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence for text models (default 64)")
-    p.add_argument("--batch", type=int, default=4, help="sequences / images per batch (default 4)")
-    p.add_argument("--seeds", type=int, default=8, help="fresh initialisations averaged (default 8)")
+    p.add_argument("--seq-len", type=positive_int, default=64, help="tokens per sequence for text models (default 64)")
+    p.add_argument("--batch", type=positive_int, default=4, help="sequences / images per batch (default 4)")
+    p.add_argument("--seeds", type=positive_int, default=8, help="fresh initialisations averaged (default 8)")
     p.add_argument("--every", type=int, default=0, help="print every k-th sub-layer (default: about 24 rows)")
     p.add_argument("--out", default="signal_out", help="output directory (default ./signal_out)")
     p.add_argument("--no-figure", action="store_true", help="skip the 2x2 Xavier/DSLM x Pre/Post-LN figure")
@@ -83,9 +86,20 @@ def _build(name: str, init: str | None, norm_first: bool | None, args: argparse.
         return timm.create_model(name[5:], pretrained=False, **over)
     from .. import create_model
 
+    from .._builder import SOURCE_PREFIXES
+
     if norm_first is not None:
         over["norm_first"] = norm_first
+    if name.startswith(SOURCE_PREFIXES):  # the saved config, freshly initialised: signal propagation at init
+        over["pretrained"] = False
     return create_model(name, init=init, **over)
+
+
+def _stem(name: str) -> str:
+    """A file-name-safe label: the directory's name for local-dir:, org_name for hf-hub: and timm:."""
+    if name.startswith("local-dir:"):
+        name = os.path.basename(os.path.normpath(name[len("local-dir:"):])) or "local"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
 def run_signal(name: str, init: str | None, norm_first: bool | None, args: argparse.Namespace):
@@ -114,11 +128,21 @@ def _tokens(model: Any, batch: Any) -> int:
 def cmd_signal(args: argparse.Namespace) -> int:
     import torch
 
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    created = not os.path.isdir(args.out)
+    try:
+        return _signal(args)
+    except BaseException:
+        if created and os.path.isdir(args.out) and not os.listdir(args.out):
+            os.rmdir(args.out)  # nothing is left behind by a failed run
+        raise
+
+
+def _signal(args: argparse.Namespace) -> int:
     from .compare import compare
     from .plot import plot_signal_figure
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-    os.makedirs(args.out, exist_ok=True)
+    _build(args.name, None if args.name.startswith("timm:") else args.init, None, args, seed=0)  # a bad name fails now
     is_timm = args.name.startswith("timm:")
     norm_first = None if is_timm else not args.post_ln
     init = None if is_timm else args.init
@@ -134,7 +158,8 @@ def cmd_signal(args: argparse.Namespace) -> int:
           f"batch {args.batch} x {pred.meta['seq_len']} tokens, r_emb {pred.meta['r_emb'][0]:.4f}"
           f"  ({time.time() - t0:.1f}s)")
     print(cmp.table(every=every))
-    stem = os.path.join(args.out, f"signal_{args.name.replace(':', '_')}_{init or 'timm'}_{'pre' if norm_first in (None, True) else 'post'}")
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"signal_{_stem(args.name)}_{init or 'timm'}_{'pre' if norm_first in (None, True) else 'post'}")
     pred.to_json(stem + "_pred.json")
     meas.to_json(stem + "_meas.json")
     pred.to_csv(stem + "_pred.csv")
@@ -142,7 +167,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
     print(f"wrote {stem}_{{pred,meas}}.{{json,csv}}")
     if args.no_figure:
         return 0
-    path = os.path.join(args.out, f"signal_{args.name.replace(':', '_')}.png")
+    path = os.path.join(args.out, f"signal_{_stem(args.name)}.png")
     if is_timm:
         fig_results = {("timm", True): (pred, meas)}
     else:

@@ -19,6 +19,25 @@ def length_mask(lengths: torch.Tensor, n: int) -> torch.Tensor:
     return torch.arange(n, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def check_ids(ids: torch.Tensor, vocab: int, name: str, shape: tuple[int, ...] | None = None) -> None:
+    """A (batch, seq_len) integer tensor of ids in [0, vocab), or a ValueError/TypeError saying what was expected.
+
+    The range is checked on CPU tensors (a host sync on an accelerator; CUDA's own index assert covers it there)."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+    if ids.dtype == torch.bool or ids.dtype.is_floating_point or ids.dtype.is_complex:
+        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must have shape (batch, seq_len), got {tuple(ids.shape)}"
+                         + (" (add a batch dimension: ids[None])" if ids.dim() == 1 else ""))
+    if shape is not None and tuple(ids.shape) != shape:
+        raise ValueError(f"{name} must have the shape of input_ids {shape}, got {tuple(ids.shape)}")
+    if ids.numel() and ids.device.type == "cpu":
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            raise ValueError(f"{name} must lie in [0, {vocab}) (the vocabulary size), got values in [{lo}, {hi}]")
+
+
 class TokenEmbedding(nn.Module):
     """word [+ absolute position] [+ segment] tables, summed, then dropout."""
 
@@ -51,6 +70,11 @@ class TokenEmbedding(nn.Module):
         return 1 + (self.pos is not None) + (self.segment is not None)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        check_ids(input_ids, self.word.num_embeddings, "input_ids")
+        if token_type_ids is not None:
+            if self.segment is None:
+                raise ValueError("token_type_ids given, but this model has no segment embedding")
+            check_ids(token_type_ids, self.segment.num_embeddings, "token_type_ids", shape=tuple(input_ids.shape))
         N = input_ids.shape[1]
         if N > self.max_len and self.pos is not None:
             raise ValueError(f"sequence length {N} exceeds the model's maximum of {self.max_len}")
@@ -76,6 +100,10 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_chans = self.proj.in_channels
+        if x.dim() != 4 or x.shape[1] != in_chans or not x.dtype.is_floating_point:
+            raise ValueError(f"expected float images of shape (batch, {in_chans}, {self.img_size}, {self.img_size}), "
+                             f"got {x.dtype} {tuple(x.shape)}")
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -162,6 +190,12 @@ class SpeechEmbedding(nn.Module):
         return 2  # subsampled features + positions
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        n_mels = self.subsample.conv1.in_channels
+        if feats.dim() != 3 or feats.shape[-1] != n_mels or not feats.dtype.is_floating_point:
+            raise ValueError(f"expected float fbank features of shape (batch, frames, {n_mels}), got "
+                             f"{feats.dtype} {tuple(feats.shape)}")
+        if lengths is not None and tuple(lengths.shape) != (feats.shape[0],):
+            raise ValueError(f"feat_lengths must have shape ({feats.shape[0]},), got {tuple(lengths.shape)}")
         x = self.subsample(feats, lengths)
         if x.shape[1] > self.max_len:
             raise ValueError(f"{x.shape[1]} subsampled frames exceed the model's maximum of {self.max_len}")

@@ -30,6 +30,12 @@ def padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
     return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask, float("-inf"))[:, None, None]
 
 
+def _check_mask(mask: torch.Tensor | None, x: torch.Tensor, name: str) -> None:
+    """A key mask must be (batch, tokens) of the stream it masks: broadcasting would silently mask the wrong keys."""
+    if mask is not None and tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"{name} must have shape (batch, tokens) = {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+
+
 def _add_bias(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     if a is None:
         return b
@@ -132,6 +138,7 @@ class Transformer(nn.Module):
 
     def _attn_bias(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
         N = x.shape[1]
+        _check_mask(mask, x, "attention_mask")
         bias = None if self.pos_bias is None else self.pos_bias(N, N)[None]
         return _add_bias(bias, padding_bias(mask))
 
@@ -163,6 +170,8 @@ class Transformer(nn.Module):
         if self.has_cross_attn and memory is None:
             raise ValueError("this stack has cross-attention: pass memory=")
         attn_bias = self._attn_bias(x, mask)
+        if memory is not None:
+            _check_mask(memory_mask, memory, "memory_mask")
         memory_bias = padding_bias(memory_mask)
         inter: list[torch.Tensor] = []
         for blk in self.blocks:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -39,9 +39,14 @@ class TransformerConfig(ConfigBase):
     dslm_r_emb: float = 0.2
     dslm_seq_len: int | None = None
 
+    bounds: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "depth": (1, None), "embed_dim": (1, None), "num_heads": (1, None), "mlp_ratio": ((">", 0.0), None),
+        "drop_rate": (0.0, None), "attn_drop_rate": (0.0, None), "dslm_k": ((">", 0.0), None),
+        "dslm_r_emb": (0.0, 1.0), "dslm_seq_len": (1, None),
+    }
+
     def __post_init__(self) -> None:
-        if self.depth < 1 or self.embed_dim < 1 or self.num_heads < 1:
-            raise ValueError("depth, embed_dim and num_heads must be positive")
+        super().__post_init__()  # types and bounds
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
         if self.act not in _ACTS:
@@ -50,8 +55,6 @@ class TransformerConfig(ConfigBase):
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r} ('skip' is for init_weights only)")
         if not (0.0 <= self.drop_rate < 1.0 and 0.0 <= self.attn_drop_rate < 1.0):
             raise ValueError("drop_rate and attn_drop_rate must lie in [0, 1)")
-        if not 0.0 <= self.dslm_r_emb <= 1.0:
-            raise ValueError(f"dslm_r_emb must lie in [0, 1], got {self.dslm_r_emb}")
         pos = getattr(self, "pos_embed", None)
         if pos is not None and pos not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos!r}")

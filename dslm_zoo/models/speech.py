@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,13 @@ class SpeechTranslationConfig(TransformerConfig):
     dslm_r_emb_target: float = 0.01  # word + learned position tables: sum_v p_v^2 / 2
     dslm_seq_len: int | None = 125
     dslm_target_seq_len: int | None = 32
+
+    bounds: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "decoder_depth": (1, None), "n_mels": (1, None), "conv_channels": (1, None), "max_source_positions": (1, None),
+        "vocab_size": (1, None), "max_target_positions": (2, None), "dslm_r_emb_target": (0.0, 1.0),
+        "dslm_target_seq_len": (1, None), "sample_rate": (1, None), "frame_length": ((">", 0.0), None),
+        "frame_shift": ((">", 0.0), None),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -6,7 +6,7 @@ decoder-only (GPT) results; the authors' measured BERT embedding correlation on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from ._common import StackModel, TransformerConfig
 __all__ = ["BertConfig", "GPTConfig", "Bert", "GPT"]
 
 _BERT_HEADS = ("mlm", "qa", "cls", "none")
+_DEFAULT_NUM_CLASSES = 2
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,20 @@ class BertConfig(TransformerConfig):
     type_vocab_size: int = 2
     pos_embed: str = "learned"
     head: str = "mlm"  # 'mlm' | 'qa' | 'cls' | 'none'
-    num_classes: int = 2  # head='cls' only
+    num_classes: int = _DEFAULT_NUM_CLASSES  # head='cls' only
     dslm_r_emb: float = 0.221  # authors' measurement, BERT tokens on Wikipedia
+
+    bounds: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "vocab_size": (1, None), "max_seq_len": (1, None), "type_vocab_size": (0, None), "num_classes": (0, None),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.head not in _BERT_HEADS:
             raise ValueError(f"head must be one of {_BERT_HEADS}, got {self.head!r}")
+        if self.head != "cls" and self.num_classes != _DEFAULT_NUM_CLASSES:
+            raise ValueError(f"num_classes={self.num_classes} needs the classification head (head='cls'); this config "
+                             f"has head={self.head!r}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class GPTConfig(TransformerConfig):
     tie_embeddings: bool = True
     # word + position tables: r_emb = sum_v p_v^2 / 2 ~ 0.01 for English BPE; measure for your data
     dslm_r_emb: float = 0.01
+
+    bounds: ClassVar[dict[str, tuple[Any, Any]]] = {"vocab_size": (1, None), "max_seq_len": (1, None)}
 
 
 class _TextModel(StackModel):
@@ -116,6 +126,26 @@ class Bert(_TextModel):
     def forward_head(self, x: torch.Tensor) -> Any:
         return self.head(x)
 
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
+    ) -> Any:
+        """Head output for ``input_ids`` (B, N). With the MLM head, ``masked_positions`` (B, N) bool returns the
+        logits of those positions only, (K, V) in row-major order: the vocabulary projection is then paid for
+        the masked tokens alone (BERT's ``gather_indexes`` in run_pretraining.py does the same)."""
+        x = self.forward_features(input_ids, attention_mask, token_type_ids)
+        if masked_positions is not None:
+            if self.cfg.head != "mlm":
+                raise ValueError(f"masked_positions needs head='mlm'; this model has head={self.cfg.head!r}")
+            if masked_positions.shape != input_ids.shape or masked_positions.dtype != torch.bool:
+                raise ValueError(f"masked_positions must be a bool tensor of shape {tuple(input_ids.shape)}, got "
+                                 f"{masked_positions.dtype} {tuple(masked_positions.shape)}")
+            x = x[masked_positions]
+        return self.forward_head(x)
+
     @property
     def num_classes(self) -> int | None:
         return self.cfg.num_classes if self.cfg.head == "cls" else None
@@ -158,6 +188,8 @@ _GPT_CFG = dict(tokenizer="gpt2")
 
 
 def _bert(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: Any) -> Bert:
+    if "num_classes" in kwargs and "head" not in kwargs:
+        kwargs["head"] = "cls"  # timm's meaning: num_classes asks for a classifier
     return build_model_with_cfg(Bert, variant, pretrained, model_args, **kwargs)
 
 

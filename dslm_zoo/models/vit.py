@@ -8,7 +8,7 @@ Patch-embedding init is derived in ``dslm_zoo.init.init_dslm`` (the authors' cod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,6 +35,10 @@ class ViTConfig(TransformerConfig):
     global_pool: str = "token"  # 'token' | 'avg'
     # measured on normalised natural-image patches at init (dslm_zoo.theory.measure_r_emb); data dependent
     dslm_r_emb: float = 0.2
+
+    bounds: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "img_size": (1, None), "patch_size": (1, None), "in_chans": (1, None), "num_classes": (0, None),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

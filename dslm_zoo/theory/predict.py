@@ -256,9 +256,59 @@ def _span(y: Sequence[float]) -> float:
     return max(v) / min(v) if v else 1.0
 
 
+# Rule-of-thumb bounds of a trainable signal at init, and where each comes from (SignalPrediction.summary).
+TRAINABLE = {
+    "fwd_growth": (10.0, "Pre-LN stream variance growth over the stack (last / first sub-layer), at most 10x: past "
+                         "that every branch's share of the stream, and so of each update, shrinks as 1/sqrt(growth) "
+                         "(Kedia et al. 2024 Sec. 3; Xiong et al. 2020 on Pre-LN)"),
+    "sum_growth": (10.0, "Post-LN residual-sum variance growth (what each LayerNorm divides out), at most 10x"),
+    "grad_ratio": ((0.1, 10.0), "input / output gradient variance within one order of magnitude: outside it the "
+                                "gradient vanishes or explodes with depth, the Post-LN failure (Xiong et al. 2020; "
+                                "Wang et al. 2022, DeepNet)"),
+    "out_corr": (0.99, "token correlation at the output below 0.99: near 1 every token carries the same vector, "
+                       "rank collapse (Noci et al. 2022)"),
+}
+
+
 @dataclass
 class SignalPrediction(SignalTable):
     """:class:`SignalTable` computed by :func:`predict` (no measurement involved)."""
+
+    def verdict(self) -> dict[str, Any]:
+        """The checks of :meth:`summary` as data: ``{check: (value, bound, ok)}`` and ``trainable``."""
+        out: dict[str, Any] = {}
+        for st in sorted(set(self.stack)):
+            rows = self.sublayer_rows(st)
+            pre = [self.fwd_var[i] for i in rows]
+            sums = [self.sum_var[i] for i in rows]
+            post = not bool(self.meta.get("norm_first", True))
+            key = "sum_growth" if post else "fwd_growth"
+            series = sums if post else pre
+            growth = max(series[-1], series[0]) / min(series[-1], series[0]) if series[0] > 0 and series[-1] > 0 else math.inf
+            out[f"stack {st}: {key}"] = (growth, TRAINABLE[key][0], growth <= TRAINABLE[key][0])
+            ratio = self.grad_ratio(st)
+            lo, hi = TRAINABLE["grad_ratio"][0]
+            out[f"stack {st}: grad_ratio"] = (ratio, (lo, hi), lo <= ratio <= hi)
+            corr = self.fwd_corr[self.output_row(st)]
+            out[f"stack {st}: out_corr"] = (corr, TRAINABLE["out_corr"][0], corr < TRAINABLE["out_corr"][0])
+        out["trainable"] = all(v[2] for v in out.values())
+        return out
+
+    def summary(self) -> str:
+        """A short report: does the signal stay in a trainable range at init? With the bounds and their sources."""
+        v = self.verdict()
+        m = self.meta
+        lines = [f"{m.get('label', 'model')}: depth {m.get('depth')}, d {m.get('dim')}, seq_len {m.get('seq_len')}"]
+        for key, val in v.items():
+            if key == "trainable":
+                continue
+            value, bound, ok = val
+            b = f"in [{bound[0]:g}, {bound[1]:g}]" if isinstance(bound, tuple) else f"<= {bound:g}" if "growth" in key else f"< {bound:g}"
+            lines.append(f"  {'ok  ' if ok else 'FAIL'} {key:<24} {value:.4g}  (want {b})")
+        lines.append("verdict: " + ("trainable at init: every check passes" if v["trainable"] else
+                                    "at risk: a check fails (see above); try init='dslm'"))
+        lines.append("bounds (rules of thumb): " + "; ".join(f"{k}: {t[1]}" for k, t in TRAINABLE.items()))
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1166,6 +1216,8 @@ def predict(
     """
     from torch import nn
 
+    _check_predict_args(seq_len=seq_len, memory_len=memory_len, r_emb=r_emb, emb_var=emb_var, grad_corr=grad_corr,
+                        grad_var=grad_var, batch_size=batch_size, pixel_var=pixel_var)
     rules = None
     model = model_or_cfg
     if isinstance(model_or_cfg, str) or not isinstance(model_or_cfg, nn.Module):
@@ -1217,6 +1269,25 @@ def predict(
         r_emb=r_list, emb_var=v_list, grad_corr=grad_corr, label=f"{name} {scheme} {'Pre' if stacks[-1].norm_first else 'Post'}-LN",
     )
     return _assemble(stacks, grad_var, grad_corr, qk_path, batch_size, meta)
+
+
+def _check_predict_args(**kw: Any) -> None:
+    """predict()'s numeric arguments: lengths and batch positive integers, correlations in [-1, 1], variances > 0."""
+    def each(v: Any) -> list[Any]:
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    for name in ("seq_len", "memory_len", "batch_size"):
+        v = kw[name]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"predict: {name} must be a positive integer, got {v!r}")
+    for name, lo, hi in (("r_emb", -1.0, 1.0), ("grad_corr", -1.0, 1.0)):  # a measured r_emb can be slightly < 0
+        for v in each(kw[name]) if kw[name] is not None else []:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ValueError(f"predict: {name} must lie in [{lo:g}, {hi:g}], got {v!r}")
+    for name in ("emb_var", "grad_var", "pixel_var"):
+        for v in each(kw[name]) if kw[name] is not None else []:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"predict: {name} must be a positive finite number, got {v!r}")
 
 
 def _per_stack(value: Any, n: int, default: list[float]) -> list[float]:

@@ -207,9 +207,11 @@ class MaskedLM(_TextTask):
         return int((batch["labels"] != -100).sum())
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # through forward(): DDP and FSDP2 hook it; the loss in fp32 whatever the autocast dtype
-        logits = model(batch["input_ids"])
-        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum")
+        # through forward() (DDP and FSDP2 hook it), logits at the masked positions only; the loss in fp32
+        labels = batch["labels"]
+        chosen = labels != -100
+        logits = model(batch["input_ids"], masked_positions=chosen)
+        return F.cross_entropy(logits.float(), labels[chosen], reduction="sum")
 
 
 @register_task
