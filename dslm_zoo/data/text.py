@@ -2,20 +2,15 @@
 
 Every source yields a :class:`TextData`: one 1-D token-id stream per split (documents joined by the separator
 token) and the Hugging Face ``tokenizers`` tokenizer that made it. :class:`TokenBlocks` cuts a stream into
-fixed-length windows for the trainer. Prepared sources live under :func:`data_root` as ``<split>.bin``
-(np.memmap, uint16 or uint32), ``tokenizer.json`` and ``manifest.json`` (package version and sha256, words and
-tokens per split).
+fixed-length windows for the trainer. Prepared corpora (:mod:`.corpus`) live under :func:`data_root`/NAME as
+``manifest.json`` (package versions and sha256, words per source and split) and, per tokenizer,
+``<tokenizer>/tokenizer.json`` and ``<tokenizer>/<split>.bin`` (np.memmap, uint16 or uint32).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -217,141 +212,24 @@ def load_toy_text(num_docs: int = 4000, seed: int = 1234) -> TextData:
 register_text_source("toy_text", load_toy_text, None, "a seeded toy language built in memory (no download), for tests and demos")
 
 
-# ------------------------------------------------------------------------------ python-docs (prepared)
-
-_PYDOC_PACKAGE = "python3.11-doc"
-_PYDOC_SOURCES = "usr/share/doc/python3.11/html/_sources"
-_RST_ROLE = re.compile(r":[a-zA-Z:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
-_RST_LINK = re.compile(r"`([^`<]+?)\s*<[^>]*>`_+")
-_RST_MARKUP = re.compile(r"[`*]{1,2}|\|")
-_RST_CODE_DIRECTIVES = {"code-block", "code", "sourcecode", "doctest", "testcode", "testoutput", "testsetup",
-                        "testcleanup", "literalinclude", "productionlist", "toctree", "image", "figure", "raw",
-                        "highlight", "csv-table", "list-table", "table", "literal", "parsed-literal", "include"}
+# ---------------------------------------------------------------------------------- prepared corpora
 
 
-def _clean_rst(text: str) -> list[str]:
-    """Prose paragraphs of a reStructuredText file: directives, literal blocks, tables and headings dropped."""
-    paragraphs: list[str] = []
-    current: list[str] = []
-    in_literal = False
-    literal_indent = 0
+def _prepare(name: str, sources: Any, licence: str) -> Callable[..., Path]:
+    def prep(local: dict[str, str] | None = None, vocab_size: int = 8192, out: str | None = None,
+             tokenizers: tuple[str, ...] = ("wordpiece", "bpe")) -> Path:
+        from .corpus import build_corpus
 
-    def flush() -> None:
-        if current:
-            p = " ".join(current).strip()
-            if len(p.split()) >= 4:
-                paragraphs.append(p)
-            current.clear()
+        return build_corpus(name, sources() if callable(sources) else sources, Path(out) if out else data_root() / name,
+                            tokenizers=tokenizers, vocab_size=vocab_size, local=local, licence=licence)
 
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        indent = len(line) - len(line.lstrip())
-        if in_literal:
-            if line and indent <= literal_indent:
-                in_literal = False
-            else:
-                continue
-        stripped = line.strip()
-        if not stripped:
-            flush()
-            continue
-        if stripped.startswith(".."):
-            flush()
-            directive = re.match(r"\.\.\s+([\w:-]+)::", stripped)
-            if directive is None or directive.group(1) in _RST_CODE_DIRECTIVES:  # a comment, code or a table of contents
-                in_literal, literal_indent = True, indent
-            continue  # a description directive (function, class, note, ...): its indented body is prose
-        if re.fullmatch(r"[=\-~^\"'`#*+.:_]{3,}", stripped) or stripped.startswith(("+-", "|", ">>>", "...")):
-            flush()
-            continue
-        if stripped.startswith(":") and stripped.count(":") >= 2 and stripped.split(":")[1].isidentifier():
-            flush()  # field list (":param x:" / ":synopsis:")
-            continue
-        if stripped.endswith("::"):
-            stripped = stripped[:-1]
-            in_literal, literal_indent = True, indent
-        stripped = _RST_LINK.sub(r"\1", stripped)
-        stripped = _RST_ROLE.sub(r"\1", stripped)
-        stripped = _RST_MARKUP.sub("", stripped)
-        current.append(stripped)
-        if in_literal:
-            flush()
-    flush()
-    return paragraphs
+    prep.__doc__ = f"Build {name!r} into the cache root (fetch, clean, deduplicate, split, tokenize)."
+    return prep
 
 
-def _split_of(rel: str) -> str:
-    h = int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 100
-    return "test" if h < 5 else "validation" if h < 10 else "train"
-
-
-def _fetch_deb(package: str, workdir: Path) -> Path:
-    if shutil.which("apt-get") is None:
-        raise RuntimeError(f"apt-get is not available: download the Debian package {package!r} yourself and pass --deb")
-    r = subprocess.run(["apt-get", "download", package], cwd=workdir, capture_output=True, text=True)
-    debs = sorted(workdir.glob(f"{package}_*.deb"))
-    if r.returncode != 0 or not debs:
-        raise RuntimeError(f"'apt-get download {package}' failed ({r.returncode}): {r.stderr.strip()[-500:]}")
-    return debs[0]
-
-
-def prepare_python_docs(deb: str | None = None, vocab_size: int = 8192, out: str | None = None) -> Path:
-    """Build ``python-docs``: the prose of the Python 3.11 documentation (Debian ``python3.11-doc``, PSF licence,
-    about 1.4M words) split by whole documents (5 % validation, 5 % test by a hash of the file path), exact
-    duplicate paragraphs removed, a WordPiece tokenizer trained on the train split, token streams as np.memmap."""
-    from tqdm import tqdm
-
-    dest = Path(out) if out else data_root() / "python-docs"
-    with tempfile.TemporaryDirectory(prefix="dslm_zoo_pydoc_") as tmp:
-        tmpd = Path(tmp)
-        deb_path = Path(deb) if deb else _fetch_deb(_PYDOC_PACKAGE, tmpd)
-        if not deb_path.is_file():
-            raise FileNotFoundError(f"--deb {str(deb_path)!r} does not exist")
-        subprocess.run(["dpkg-deb", "-x", str(deb_path), str(tmpd / "x")], check=True)
-        version = subprocess.run(["dpkg-deb", "-f", str(deb_path), "Version"], capture_output=True, text=True).stdout.strip()
-        src = tmpd / "x" / _PYDOC_SOURCES
-        files = sorted(src.rglob("*.rst.txt"))
-        if not files:
-            raise RuntimeError(f"{deb_path}: no .rst.txt sources under {_PYDOC_SOURCES}")
-        docs: dict[str, list[str]] = {s: [] for s in SPLITS}
-        seen: set[str] = set()
-        dropped = 0
-        for f in tqdm(files, desc="python-docs: cleaning", disable=None):
-            rel = str(f.relative_to(src))
-            paras = []
-            for p in _clean_rst(f.read_text(encoding="utf-8", errors="replace")):
-                key = hashlib.sha1(" ".join(p.split()).lower().encode()).hexdigest()
-                if key in seen:
-                    dropped += 1
-                    continue
-                seen.add(key)
-                paras.append(p)
-            if paras:
-                docs[_split_of(rel)].append("\n".join(paras))
-        deb_sha = hashlib.sha256(deb_path.read_bytes()).hexdigest()
-    tok = train_wordpiece(docs["train"], vocab_size)
-    tmp_dest = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp_dest, ignore_errors=True)
-    tmp_dest.mkdir(parents=True)
-    manifest: dict[str, Any] = {
-        "name": "python-docs", "packages": [{"name": _PYDOC_PACKAGE, "version": version, "sha256": deb_sha, "registry": "debian"}],
-        "licence": "PSF-2.0 (Python documentation)", "tokenizer": {"type": "wordpiece", "vocab_size": tok.get_vocab_size()},
-        "duplicate_paragraphs_dropped": dropped, "splits": {},
-    }
-    for split, ds in docs.items():
-        ids = _encode_docs(tok, ds)
-        ids.tofile(tmp_dest / f"{split}.bin")
-        manifest["splits"][split] = {"documents": len(ds), "words": sum(len(d.split()) for d in ds), "tokens": int(len(ids)),
-                                     "dtype": str(ids.dtype)}
-    tok.save(str(tmp_dest / "tokenizer.json"))
-    (tmp_dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp_dest, dest)
-    return dest
-
-
-def load_prepared(name: str, root: str | None = None) -> TextData:
-    """A prepared source from ``root`` (default: the cache root's ``name`` folder), memory-mapped."""
+def load_prepared(name: str, root: str | None = None, tokenizer: str = "wordpiece") -> TextData:
+    """A prepared corpus from ``root`` (default: the cache root's ``name`` folder), memory-mapped token streams
+    of one of its tokenizers (``'wordpiece'`` for encoders, ``'bpe'``, byte-level, for decoders)."""
     from tokenizers import Tokenizer
 
     d = Path(root) if root else data_root() / name
@@ -360,17 +238,41 @@ def load_prepared(name: str, root: str | None = None) -> TextData:
         raise DataNotFoundError(f"data set {name!r} is not prepared in {str(d)!r}: run `dslm-zoo data prepare {name}` "
                                 f"(or set DSLM_ZOO_DATA to where it was prepared)")
     manifest = json.loads(manifest_path.read_text())
-    splits = {s: np.memmap(d / f"{s}.bin", dtype=np.dtype(m["dtype"]), mode="r")
-              for s, m in manifest["splits"].items() if m["tokens"] > 0}  # an empty file cannot be mapped
-    return TextData(name, splits, Tokenizer.from_file(str(d / "tokenizer.json")), manifest)
+    if "splits" in manifest and tokenizer == "wordpiece":  # the first layout (commit 70a0f9c): one tokenizer, top level
+        splits = {s: np.memmap(d / f"{s}.bin", dtype=np.dtype(m["dtype"]), mode="r")
+                  for s, m in manifest["splits"].items() if m["tokens"] > 0}
+        return TextData(name, splits, Tokenizer.from_file(str(d / "tokenizer.json")), {**manifest, "tokenizer": tokenizer})
+    if tokenizer not in manifest.get("tokenizers", {}):
+        raise DataNotFoundError(f"data set {name!r} was prepared without the {tokenizer!r} tokenizer (it has "
+                                f"{sorted(manifest.get('tokenizers', {}))}): run `dslm-zoo data prepare {name} "
+                                f"--tokenizers {tokenizer}`")
+    info = manifest["tokenizers"][tokenizer]
+    splits = {s: np.memmap(d / tokenizer / f"{s}.bin", dtype=np.dtype(m["dtype"]), mode="r")
+              for s, m in info["splits"].items() if m["tokens"] > 0}  # an empty file cannot be mapped
+    return TextData(name, splits, Tokenizer.from_file(str(d / tokenizer / "tokenizer.json")), {**manifest, "tokenizer": tokenizer})
 
 
-def _load_python_docs(root: str | None = None) -> TextData:
-    return load_prepared("python-docs", root)
+def _register_prepared(name: str, sources: Any, licence: str, doc: str) -> None:
+    register_text_source(name, lambda root=None, tokenizer="wordpiece": load_prepared(name, root, tokenizer),
+                         _prepare(name, sources, licence), doc)
 
 
-register_text_source("python-docs", _load_python_docs, prepare_python_docs,
-                     "prose of the Python 3.11 docs (Debian python3.11-doc, PSF licence, ~1.4M words)")
+def _text_en_sources() -> Any:
+    from .sources import TEXT_EN_SOURCES
+
+    return TEXT_EN_SOURCES
+
+
+def _python_docs_sources() -> Any:
+    from .sources import PYTHON_DOCS
+
+    return [PYTHON_DOCS]
+
+
+_register_prepared("python-docs", _python_docs_sources, "PSF-2.0",
+                   "prose of the Python 3.11 docs (Debian python3.11-doc, PSF licence, ~1.2M words)")
+_register_prepared("text-en", _text_en_sources, "mixed: see manifest.json (GPL sources are never committed)",
+                   "about 19M words of English from 10 registry packages (docs, dictionary, news, novels, Bible, wiki)")
 
 
 def describe(data: TextData) -> Mapping[str, Any]:

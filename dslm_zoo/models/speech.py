@@ -41,7 +41,6 @@ from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .._builder import build_model_with_cfg
 from .._registry import PretrainedCfg, register_model
