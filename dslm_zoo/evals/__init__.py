@@ -1,0 +1,4 @@
+"""Evaluation metrics with the semantics of the official scripts (the floor above models and training)."""
+from . import squad
+
+__all__ = ["squad"]
