@@ -1,5 +1,5 @@
 """The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``predict`` (the
-theory's verdict at init), ``train``, ``plot``, ``data``, ``demo``.
+theory's verdict at init), ``train``, ``plot``, ``eval``, ``data``, ``demo``.
 
 Each subcommand lives in a function ``cmd_<name>(args)`` registered by ``_add_<name>(subparsers)``; later
 subcommands (``eval``) plug in the same way.
@@ -128,6 +128,56 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if pred.verdict()["trainable"] else 1
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from ._argtypes import positive_int
+
+    p = sub.add_parser("eval", help="evaluate a model: squad")
+    esub = p.add_subparsers(dest="eval_command", required=True)
+    q = esub.add_parser("squad", help="answer SQuAD questions with a QA model, write predictions and score them")
+    q.add_argument("model", help="a QA model: local-dir:/path (e.g. a run's export), hf-hub:org/name or NAME.tag")
+    q.add_argument("data", help="SQuAD JSON (official or Hugging Face format)")
+    q.add_argument("--tokenizer", help="tokenizer.json, a directory with one, or a data set (default: beside the weights)")
+    q.add_argument("--out", default="squad_out", help="directory for predictions.json, na_prob.json, scores.json")
+    q.add_argument("--max-len", type=positive_int, default=128, help="tokens per window (default 128)")
+    q.add_argument("--doc-stride", type=positive_int, default=64, help="tokens between window starts (default 64)")
+    q.add_argument("--max-answer-len", type=positive_int, default=30, help="longest answer in tokens (default 30)")
+    q.add_argument("--batch", type=positive_int, default=32)
+    q.add_argument("--version", choices=["1.1", "2.0"], help="score as this version (default: the file's)")
+    q.add_argument("-t", "--na-prob-thresh", type=float, default=1.0, help="v2.0: no answer if na_prob > this")
+    q.set_defaults(fn=cmd_eval_squad)
+
+
+def cmd_eval_squad(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import create_model
+    from .evals.qa import predict_answers
+    from .evals.squad import evaluate, load_dataset
+    from .train.tasks import load_tokenizer
+
+    _, questions = load_dataset(args.data)  # a bad file fails before the model is loaded
+    model = create_model(args.model, pretrained=True)
+    if getattr(model.cfg, "head", None) != "qa":
+        raise ValueError(f"{args.model} has head={getattr(model.cfg, 'head', None)!r}; SQuAD needs a QA model (head='qa')")
+    spec = args.tokenizer
+    if spec is None:
+        if not args.model.startswith("local-dir:"):
+            raise ValueError("pass --tokenizer (the model's tokenizer.json) for models that are not a local directory")
+        spec = args.model[len("local-dir:"):]
+    preds, na = predict_answers(model, questions, load_tokenizer(spec), max_len=args.max_len, doc_stride=args.doc_stride,
+                                batch_size=args.batch, max_answer_len=args.max_answer_len)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.json").write_text(json.dumps(preds, indent=1, ensure_ascii=False) + "\n")
+    (out / "na_prob.json").write_text(json.dumps(na, indent=1) + "\n")
+    version = args.version
+    na_file = str(out / "na_prob.json") if (version or load_dataset(args.data)[0] or "1.1") in ("2.0", "v2.0") else None
+    scores = evaluate(args.data, out / "predictions.json", na_prob=na_file, na_prob_thresh=args.na_prob_thresh, version=version)
+    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    print(json.dumps(scores))
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .train.cli import add_plot_parser, add_train_parser
 
@@ -178,7 +228,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_list, _add_info, _add_signal, _add_predict, _add_train, _add_data, _add_demo,
+    _add_list, _add_info, _add_signal, _add_predict, _add_train, _add_eval, _add_data, _add_demo,
 ]
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .config import DataSection, RecipeError
 
-__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM"]
+__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM", "ExtractiveQA", "load_tokenizer"]
 
 _TASKS: dict[str, type["Task"]] = {}
 
@@ -244,3 +244,96 @@ class CausalLM(_TextTask):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(batch["input_ids"])
         return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), reduction="sum")
+
+
+def load_tokenizer(spec: str) -> Any:
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json file, a directory holding one (a model export), or the
+    name of a prepared text data set (its WordPiece tokenizer)."""
+    from tokenizers import Tokenizer
+
+    p = Path(spec).expanduser()
+    if p.is_dir() and (p / "tokenizer.json").is_file():
+        p = p / "tokenizer.json"
+    if p.is_file():
+        return Tokenizer.from_file(str(p))
+    from ..data import load_text_data
+
+    try:
+        return load_text_data(spec).tokenizer
+    except ValueError:
+        raise RecipeError(f"tokenizer {spec!r} is neither a tokenizer.json, a directory with one, nor a data set") from None
+
+
+@register_task
+class ExtractiveQA(Task):
+    """SQuAD-style span extraction: a BERT with ``head='qa'``, windows of ``[CLS] question [SEP] context [SEP]``
+    (:func:`dslm_zoo.evals.qa.make_features`), loss = mean of the start and end cross-entropies; a window
+    without the whole answer points at [CLS] (SQuAD v2.0's no-answer target).
+
+    Data: ``data: {name: squad, kwargs: {train: TRAIN.json, validation: DEV.json, tokenizer: SPEC}}`` with
+    files in the official or the Hugging Face format and SPEC as in :func:`load_tokenizer`.
+    """
+
+    name = "extractive_qa"
+    unit = "samples"
+
+    def __init__(self, max_len: int = 128, doc_stride: int = 64, max_query_len: int = 32):
+        if not (max_len >= 8 and doc_stride >= 1 and 1 <= max_query_len < max_len):
+            raise ValueError(f"need max_len >= 8, doc_stride >= 1 and 1 <= max_query_len < max_len, got "
+                             f"{max_len}, {doc_stride}, {max_query_len}")
+        self.max_len, self.doc_stride, self.max_query_len = max_len, doc_stride, max_query_len
+        self.tokenizer: Any = None
+        self.sources: dict[str, str] = {}
+
+    def setup(self, data: DataSection, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        from ..evals.qa import make_features
+        from ..evals.squad import load_dataset
+
+        if data.name != "squad":
+            raise RecipeError(f"task 'extractive_qa' reads data.name='squad' (SQuAD files), got {data.name!r}")
+        kw = dict(data.kwargs)
+        unknown = sorted(set(kw) - {"train", "validation", "tokenizer"})
+        if unknown or "train" not in kw or "tokenizer" not in kw:
+            raise RecipeError(f"data.kwargs for squad: train (file), tokenizer (required) and validation (optional); "
+                              f"got {sorted(kw)}")
+        self.tokenizer = load_tokenizer(str(kw["tokenizer"]))
+        self.datasets = {}
+        for split in ("train", "validation"):
+            if split in kw:
+                self.sources[split] = str(kw[split])
+                _, qs = load_dataset(kw[split])
+                self.datasets[split] = make_features(qs, self.tokenizer, self.max_len, self.doc_stride, self.max_query_len,
+                                                     with_answers=True)
+        implied = {"vocab_size": self.tokenizer.get_vocab_size(), "head": "qa"}
+        for k, v in implied.items():
+            if k in model_kwargs and model_kwargs[k] != v:
+                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with the task ({k}={v!r})")
+        if model_kwargs.get("max_seq_len", self.max_len) < self.max_len:
+            raise RecipeError(f"model.kwargs.max_seq_len={model_kwargs['max_seq_len']} < task max_len={self.max_len}")
+        return implied
+
+    def check_model(self, model: nn.Module) -> None:
+        if getattr(model.cfg, "head", None) != "qa":
+            raise RecipeError(f"task 'extractive_qa' needs a text encoder with head='qa'; got {type(model).__name__}")
+
+    def collate(self, items: Sequence[tuple[int, Any]], seed: int) -> dict[str, torch.Tensor]:
+        from ..evals.qa import collate_features
+
+        return collate_features([f for _, f in items], pad_id=self.tokenizer.token_to_id("[PAD]") or 0)
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        start, end = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        ce = F.cross_entropy(start.float(), batch["start_positions"], reduction="sum")
+        return (ce + F.cross_entropy(end.float(), batch["end_positions"], reduction="sum")) / 2
+
+    def describe_data(self) -> dict[str, Any]:
+        return {"name": "squad", "files": dict(self.sources), "windows": {k: len(v) for k, v in self.datasets.items()},
+                "max_len": self.max_len, "doc_stride": self.doc_stride}
+
+    def export_files(self, out_dir: Path) -> dict[str, Any]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(out_dir / "tokenizer.json"))
+        return {"tokenizer": "tokenizer.json"}
