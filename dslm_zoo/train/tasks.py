@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .config import DataSection, RecipeError
 
-__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM", "ExtractiveQA", "load_tokenizer"]
+__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM", "ExtractiveQA", "ImageClassification", "load_tokenizer"]
 
 _TASKS: dict[str, type["Task"]] = {}
 
@@ -93,9 +93,13 @@ class Task(ABC):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The summed loss over the batch's units (fp32 scalar)."""
 
-    def metrics(self, loss_sum: float, units: int) -> dict[str, float]:
-        """Eval metrics from the summed validation loss (default: mean loss and its perplexity)."""
-        mean = loss_sum / max(units, 1)
+    def eval_sums(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sums over a validation batch that :meth:`metrics` turns into numbers (default: the loss)."""
+        return {"loss": self.loss(model, batch)}
+
+    def metrics(self, sums: dict[str, float], units: int) -> dict[str, float]:
+        """Eval metrics from the validation sums (default: mean loss and its perplexity)."""
+        mean = sums["loss"] / max(units, 1)
         return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 50.0))}
 
     def describe_data(self) -> dict[str, Any]:
@@ -337,3 +341,109 @@ class ExtractiveQA(Task):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(str(out_dir / "tokenizer.json"))
         return {"tokenizer": "tokenizer.json"}
+
+
+class _Images(Dataset):
+    """(N, H, W) uint8 images and labels as ``(image, label)`` pairs; the task collates and augments."""
+
+    def __init__(self, images: Any, labels: Any):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import numpy as np
+
+        return torch.from_numpy(np.array(self.images[i])), int(self.labels[i])
+
+
+@register_task
+class ImageClassification(Task):
+    """Image classification for ViTs: grey images padded with a black border to ``img_size`` (centred), then
+    normalised with the training set's pixel mean and std; training batches get ``augment`` (random crop after ``crop_pad`` pixels
+    of padding, and horizontal flips), drawn from the sample's own seeded generator (exact resume).
+
+    Data: ``data: {name: fashion-mnist | mnist, kwargs: {img_size: 32}}`` (``dslm-zoo data prepare NAME``).
+    """
+
+    name = "image_classification"
+    unit = "samples"
+
+    def __init__(self, augment: bool = True, crop_pad: int = 4, hflip: bool = True, label_smoothing: float = 0.0):
+        if crop_pad < 0 or not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"crop_pad must be >= 0 and label_smoothing in [0, 1), got {crop_pad}, {label_smoothing}")
+        self.augment, self.crop_pad, self.hflip, self.label_smoothing = augment, crop_pad, hflip, label_smoothing
+        self.img_size = 0
+        self.mean = self.std = 0.0
+        self.data: Any = None
+
+    def setup(self, data: DataSection, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        from ..data.images import IMAGE_SETS, load_image_data
+
+        if data.name not in IMAGE_SETS:
+            raise RecipeError(f"task 'image_classification' reads an image data set {sorted(IMAGE_SETS)}, got {data.name!r}")
+        kw = dict(data.kwargs)
+        self.img_size = int(kw.pop("img_size", 32))
+        if kw:
+            raise RecipeError(f"data.kwargs for {data.name}: img_size only; got {sorted(kw)}")
+        self.data = load_image_data(data.name)
+        h = self.data.images["train"].shape[1]
+        if self.img_size < h:
+            raise RecipeError(f"data.kwargs.img_size={self.img_size} is smaller than the {h}x{h} images")
+        self.mean, self.std = self.data.mean_std
+        self.datasets = {("validation" if s == "test" else s): _Images(self.data.images[s], self.data.labels[s])
+                         for s in self.data.images}
+        implied = {"img_size": self.img_size, "in_chans": 1, "num_classes": len(self.data.classes)}
+        for k, v in implied.items():
+            if k in model_kwargs and model_kwargs[k] != v:
+                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with the data ({k}={v!r})")
+        return implied
+
+    def check_model(self, model: nn.Module) -> None:
+        if not hasattr(model.cfg, "img_size"):
+            raise RecipeError(f"task 'image_classification' needs a ViT, got {type(model).__name__}")
+
+    def _pad(self, x: torch.Tensor, p: int) -> torch.Tensor:
+        return F.pad(x, (p, p, p, p))
+
+    def collate(self, items: Sequence[tuple[int, Any]], seed: int) -> dict[str, torch.Tensor]:
+        imgs, labels = [], []
+        for draw, (img, label) in items:
+            x = img.float()[None] / 255.0
+            d = self.img_size - x.shape[-1]
+            x = F.pad(x, (d // 2, d - d // 2, d // 2, d - d // 2))  # black border, like the images' own background
+            if self.augment and draw >= 0:  # eval draws are negative: no augmentation
+                g = _sample_generator(seed, draw)
+                if self.crop_pad:
+                    p = self.crop_pad
+                    i, j = torch.randint(0, 2 * p + 1, (2,), generator=g).tolist()
+                    x = self._pad(x, p)[:, i : i + self.img_size, j : j + self.img_size]
+                if self.hflip and torch.rand((), generator=g) < 0.5:
+                    x = x.flip(-1)
+            imgs.append((x - self.mean) / self.std)
+            labels.append(label)
+        return {"images": torch.stack(imgs), "labels": torch.tensor(labels)}
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["labels"].numel())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["images"])
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum", label_smoothing=self.label_smoothing)
+
+    def eval_sums(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = model(batch["images"]).float()
+        return {"loss": F.cross_entropy(logits, batch["labels"], reduction="sum"),
+                "correct": (logits.argmax(-1) == batch["labels"]).sum().double()}
+
+    def metrics(self, sums: dict[str, float], units: int) -> dict[str, float]:
+        return {"eval_loss": sums["loss"] / max(units, 1), "eval_acc": sums["correct"] / max(units, 1)}
+
+    def describe_data(self) -> dict[str, Any]:
+        return {"name": self.data.name, "images": {k: len(v) for k, v in self.datasets.items()}, "img_size": self.img_size,
+                "padding": "black border to img_size, centred, then normalised", "mean": self.mean, "std": self.std}
+
+    def export_files(self, out_dir: Path) -> dict[str, Any]:
+        return {"input_size": (1, self.img_size, self.img_size), "mean": (self.mean,), "std": (self.std,),
+                "num_classes": len(self.data.classes), "label_names": tuple(self.data.classes)}

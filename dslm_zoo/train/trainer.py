@@ -380,15 +380,24 @@ class Trainer:
         self.model.eval()
         n = min(len(ds), t.eval_batches * t.batch_size) // self.env.world * self.env.world
         idx = list(range(n))[self.env.rank :: self.env.world]  # the same count on every rank (FSDP2 forwards together)
-        loss_sum = torch.zeros(2, dtype=torch.float64, device=self.env.device)
+        keys: list[str] = []
+        sums = torch.zeros(0, dtype=torch.float64, device=self.env.device)
+        units = 0
         for i in range(0, len(idx), self.micro):
             b = self.task.collate([(-1 - j, ds[j]) for j in idx[i : i + self.micro]], t.seed)
-            loss_sum[1] += self.task.count(b)
+            units += self.task.count(b)
             with self._autocast():
-                loss_sum[0] += self.task.loss(self.model, self._to_device(b)).double()
-        all_reduce_sum(loss_sum, self.env)
+                got = self.task.eval_sums(self.model, self._to_device(b))
+            if not keys:
+                keys = sorted(got)
+                sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.env.device)
+            sums[:-1] += torch.stack([got[k].detach().double() for k in keys])
         self.model.train()
-        return self.task.metrics(float(loss_sum[0]), int(loss_sum[1]))
+        if not keys:
+            return {}
+        sums[-1] = units
+        all_reduce_sum(sums, self.env)
+        return self.task.metrics({k: float(v) for k, v in zip(keys, sums[:-1])}, int(sums[-1]))
 
     def _log(self, row: dict[str, Any]) -> None:
         row = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in row.items()}  # strict JSON: no NaN
