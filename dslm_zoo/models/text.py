@@ -210,6 +210,13 @@ def dslm_bert_96L_64D(pretrained: bool = False, **kwargs: Any) -> Bert:
 
 
 @register_model(default_cfg=_BERT_CFG)
+def dslm_bert_6L_256D(pretrained: bool = False, **kwargs: Any) -> Bert:
+    """BERT encoder, 6 layers x d=256 (4 heads), MLM head; 12.78M parameters. The shallow-wide control of
+    dslm_bert_96L_64D (equal block parameters 12 n d^2 = 4.72M)."""
+    return _bert("dslm_bert_6L_256D", pretrained, dict(depth=6, embed_dim=256, num_heads=4), **kwargs)
+
+
+@register_model(default_cfg=_BERT_CFG)
 def dslm_bert_12L(pretrained: bool = False, **kwargs: Any) -> Bert:
     """BERT encoder, 12 layers x d=1024 (16 heads), MLM head; 184.02M parameters (iso-parameter ladder)."""
     return _bert("dslm_bert_12L", pretrained, dict(depth=12, embed_dim=1024, num_heads=16), **kwargs)
@@ -243,6 +250,19 @@ def dslm_bert_1000L(pretrained: bool = False, **kwargs: Any) -> Bert:
 def dslm_gpt_tiny(pretrained: bool = False, **kwargs: Any) -> GPT:
     """GPT decoder, 4 layers x d=64 (2 heads), 1024-token context, tied LM head; 3.49M parameters. CPU-sized."""
     return _gpt("dslm_gpt_tiny", pretrained, dict(depth=4, embed_dim=64, num_heads=2), **kwargs)
+
+
+@register_model(default_cfg=_GPT_CFG)
+def dslm_gpt_96L_64D(pretrained: bool = False, **kwargs: Any) -> GPT:
+    """GPT decoder, 96 layers x d=64 (2 heads), tied LM head; 8.08M parameters. Deep but CPU-trainable."""
+    return _gpt("dslm_gpt_96L_64D", pretrained, dict(depth=96, embed_dim=64, num_heads=2), **kwargs)
+
+
+@register_model(default_cfg=_GPT_CFG)
+def dslm_gpt_6L_256D(pretrained: bool = False, **kwargs: Any) -> GPT:
+    """GPT decoder, 6 layers x d=256 (4 heads), tied LM head; 17.88M parameters. The shallow-wide control of
+    dslm_gpt_96L_64D (equal block parameters 12 n d^2 = 4.72M)."""
+    return _gpt("dslm_gpt_6L_256D", pretrained, dict(depth=6, embed_dim=256, num_heads=4), **kwargs)
 
 
 @register_model(default_cfg=_GPT_CFG)

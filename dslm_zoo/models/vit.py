@@ -129,6 +129,24 @@ def dslm_vit_deep_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransfo
     return _vit("dslm_vit_deep_tiny", pretrained, dict(img_size=32, patch_size=4, depth=96, embed_dim=64, num_heads=2, num_classes=10), **kwargs)
 
 
+# Fashion-MNIST pair (issue 11): equal block parameters 12 n d^2 = 2.36M, deep-narrow vs shallow-wide; grey 28x28
+# images padded to 32x32. Their mean/std are the data's, set by the training recipe's export.
+_FM_ARGS = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10)
+
+
+@register_model(default_cfg=dict(input_size=(1, 32, 32), classifier="head"))
+def dslm_vit_fm_48L_64D(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT for Fashion-MNIST: 1x32x32, patch 4, 48 layers x d=64 (2 heads), 10 classes; 2.41M parameters. Deep-narrow."""
+    return _vit("dslm_vit_fm_48L_64D", pretrained, dict(depth=48, embed_dim=64, num_heads=2, **_FM_ARGS), **kwargs)
+
+
+@register_model(default_cfg=dict(input_size=(1, 32, 32), classifier="head"))
+def dslm_vit_fm_12L_128D(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT for Fashion-MNIST: 1x32x32, patch 4, 12 layers x d=128 (2 heads), 10 classes; 2.39M parameters. The
+    shallow-wide control of dslm_vit_fm_48L_64D (equal block parameters)."""
+    return _vit("dslm_vit_fm_12L_128D", pretrained, dict(depth=12, embed_dim=128, num_heads=2, **_FM_ARGS), **kwargs)
+
+
 @register_model(default_cfg=_vit_cfg(224))
 def dslm_vit_base(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT-B/16 shape: 224x224, patch 16, 12 layers x d=768 (12 heads), 1000 classes; 86.57M parameters."""
