@@ -1,4 +1,4 @@
 """Evaluation metrics with the semantics of the official scripts (the floor above models and training)."""
-from . import squad
+from . import bleu, squad
 
-__all__ = ["squad"]
+__all__ = ["bleu", "squad"]
