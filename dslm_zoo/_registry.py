@@ -42,6 +42,8 @@ class PretrainedCfg:
     input_size: tuple[int, int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    crop_pct: float | None = None  # timm's eval transform: resize to size / crop_pct, centre-crop size
+    interpolation: str | None = None
     sample_rate: int | None = None
     fbank: Mapping[str, Any] | None = None
     tokenizer: str | None = None
@@ -86,6 +88,21 @@ class PretrainedCfg:
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+    # Read-only mapping access, as timm reads ``model.pretrained_cfg`` (``resolve_data_config`` calls ``.get``).
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default) if key in self.keys() else default
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
 
     def replace(self, **overlay: Any) -> "PretrainedCfg":
         names = {f.name for f in dataclasses.fields(self)}

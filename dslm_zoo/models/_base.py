@@ -38,6 +38,11 @@ class ZooModel(nn.Module):
 
         return init_model(self, scheme or self.cfg.init)
 
+    @property
+    def default_cfg(self) -> PretrainedCfg | None:
+        """timm's older name for ``pretrained_cfg``."""
+        return self.pretrained_cfg
+
     # Models with a classifier override these two.
     @property
     def num_classes(self) -> int | None:

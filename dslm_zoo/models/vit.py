@@ -60,7 +60,7 @@ class VisionTransformer(StackModel):
         self.embed = ViTEmbedding(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.class_token, cfg.drop_rate, **fk)
         self.num_prefix_tokens = self.embed.num_prefix_tokens
         self.encoder = Transformer(cfg.depth, seq_len=cfg.dslm_seq_len or self.embed.num_tokens, **cfg.stack_kwargs(), **fk)
-        self.num_features = self.embed_dim = cfg.embed_dim
+        self.num_features = self.embed_dim = self.head_hidden_size = cfg.embed_dim
         self.global_pool = cfg.global_pool
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head: nn.Module = nn.Linear(cfg.embed_dim, cfg.num_classes, **fk) if cfg.num_classes > 0 else nn.Identity()
@@ -109,21 +109,23 @@ class VisionTransformer(StackModel):
 # ---------------------------------------------------------------------------------------------------------------
 # Registered variants (also registered into timm's registry, see ``dslm_zoo/models/__init__.py``).
 
-def _vit_cfg(img_size: int) -> dict[str, Any]:
-    return dict(input_size=(3, img_size, img_size), mean=IMAGENET_MEAN, std=IMAGENET_STD, classifier="head")
+def _vit_cfg(img_size: int, num_classes: int = 1000) -> dict[str, Any]:
+    # timm's ViT conventions: bicubic, crop_pct 0.9 at 224; small images are used whole (crop_pct 1)
+    return dict(input_size=(3, img_size, img_size), mean=IMAGENET_MEAN, std=IMAGENET_STD, classifier="head",
+                num_classes=num_classes, crop_pct=0.9 if img_size >= 224 else 1.0, interpolation="bicubic")
 
 
 def _vit(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: Any) -> VisionTransformer:
     return build_model_with_cfg(VisionTransformer, variant, pretrained, model_args, **kwargs)
 
 
-@register_model(default_cfg=_vit_cfg(32))
+@register_model(default_cfg=_vit_cfg(32, 10))
 def dslm_vit_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT, 32x32 images, patch 4, 4 layers x d=64 (2 heads), 10 classes; 0.21M parameters. CPU-sized."""
     return _vit("dslm_vit_tiny", pretrained, dict(img_size=32, patch_size=4, depth=4, embed_dim=64, num_heads=2, num_classes=10), **kwargs)
 
 
-@register_model(default_cfg=_vit_cfg(32))
+@register_model(default_cfg=_vit_cfg(32, 10))
 def dslm_vit_deep_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT, 32x32 images, patch 4, 96 layers x d=64 (2 heads), 10 classes; 4.81M parameters. Deep, CPU-sized."""
     return _vit("dslm_vit_deep_tiny", pretrained, dict(img_size=32, patch_size=4, depth=96, embed_dim=64, num_heads=2, num_classes=10), **kwargs)
@@ -134,13 +136,13 @@ def dslm_vit_deep_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransfo
 _FM_ARGS = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10)
 
 
-@register_model(default_cfg=dict(input_size=(1, 32, 32), classifier="head"))
+@register_model(default_cfg=dict(input_size=(1, 32, 32), classifier="head", num_classes=10, crop_pct=1.0, interpolation="bicubic"))
 def dslm_vit_fm_48L_64D(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT for Fashion-MNIST: 1x32x32, patch 4, 48 layers x d=64 (2 heads), 10 classes; 2.41M parameters. Deep-narrow."""
     return _vit("dslm_vit_fm_48L_64D", pretrained, dict(depth=48, embed_dim=64, num_heads=2, **_FM_ARGS), **kwargs)
 
 
-@register_model(default_cfg=dict(input_size=(1, 32, 32), classifier="head"))
+@register_model(default_cfg=dict(input_size=(1, 32, 32), classifier="head", num_classes=10, crop_pct=1.0, interpolation="bicubic"))
 def dslm_vit_fm_12L_128D(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT for Fashion-MNIST: 1x32x32, patch 4, 12 layers x d=128 (2 heads), 10 classes; 2.39M parameters. The
     shallow-wide control of dslm_vit_fm_48L_64D (equal block parameters)."""

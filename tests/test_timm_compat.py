@@ -1,0 +1,38 @@
+"""timm treats our ViTs as its own: pretrained cfgs in its registry, its data config and transforms, its names."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import dslm_zoo  # noqa: F401  (registers the ViTs into timm)
+
+
+@pytest.mark.parametrize("name", ["dslm_vit_tiny", "dslm_vit_fm_48L_64D", "dslm_vit_base"])
+def test_pretrained_cfg_is_in_timms_registry(name):
+    cfg = timm.models.get_pretrained_cfg(name)
+    ours = dslm_zoo.get_pretrained_cfg(name)
+    assert cfg is not None and cfg.input_size == ours.input_size and cfg.num_classes == ours.num_classes
+    assert cfg.first_conv == "embed.patch_embed.proj" and cfg.classifier == "head"
+    assert name in timm.list_models("dslm_vit*")
+
+
+def test_timm_data_config_and_transform_from_the_model():
+    m = timm.create_model("dslm_vit_tiny")
+    cfg = timm.data.resolve_model_data_config(m)
+    assert cfg["input_size"] == (3, 32, 32) and cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bicubic"
+    t = timm.data.create_transform(**cfg)
+    from PIL import Image
+
+    x = t(Image.new("RGB", (40, 48), (120, 30, 200)))
+    assert x.shape == (3, 32, 32) and m(x[None]).shape == (1, 10)
+    base = timm.data.resolve_data_config(model=timm.create_model("dslm_vit_base", pretrained=False, depth=1))
+    assert base["crop_pct"] == 0.9 and base["input_size"] == (3, 224, 224)
+
+
+def test_timm_model_attributes():
+    m = dslm_zoo.create_model("dslm_vit_tiny", depth=1)
+    assert m.default_cfg is m.pretrained_cfg and m.default_cfg.get("input_size") == (3, 32, 32)
+    assert m.pretrained_cfg["num_classes"] == 10 and "mean" in m.pretrained_cfg and m.pretrained_cfg.get("nope", 3) == 3
+    assert m.head_hidden_size == m.num_features == 64
+    assert m.forward_head(m.forward_features(torch.randn(2, 3, 32, 32)), pre_logits=True).shape == (2, 64)
