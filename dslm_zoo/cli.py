@@ -131,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from ._argtypes import positive_int
 
-    p = sub.add_parser("eval", help="evaluate a model: squad")
+    p = sub.add_parser("eval", help="evaluate a model: squad, st")
     esub = p.add_subparsers(dest="eval_command", required=True)
     q = esub.add_parser("squad", help="answer SQuAD questions with a QA model, write predictions and score them")
     q.add_argument("model", help="a QA model: local-dir:/path (e.g. a run's export), hf-hub:org/name or NAME.tag")
@@ -145,6 +145,68 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--version", choices=["1.1", "2.0"], help="score as this version (default: the file's)")
     q.add_argument("-t", "--na-prob-thresh", type=float, default=1.0, help="v2.0: no answer if na_prob > this")
     q.set_defaults(fn=cmd_eval_squad)
+    _add_eval_st(esub)
+
+
+def _add_eval_st(esub: argparse._SubParsersAction) -> None:
+    from ._argtypes import positive_int
+
+    q = esub.add_parser("st", help="translate a MuST-C split with a speech model and score BLEU/chrF")
+    q.add_argument("model", help="a speech-translation model: local-dir:/path, hf-hub:org/name or NAME.tag")
+    q.add_argument("root", help="MuST-C root (<root>/<pair>/data/<split>/...)")
+    q.add_argument("--pair", default="en-de")
+    q.add_argument("--split", default="tst-COMMON")
+    q.add_argument("--tokenizer", help="target tokenizer.json (default: beside the weights)")
+    q.add_argument("--beam", type=positive_int, default=5, help="beam size (1 = greedy; default 5)")
+    q.add_argument("--length-penalty", type=float, default=1.0)
+    q.add_argument("--batch", type=positive_int, default=16)
+    q.add_argument("--limit", type=positive_int, help="only the first N segments (a fixed slice)")
+    q.add_argument("--out", default="st_out", help="directory for hyp.txt, ref.txt, scores.json")
+    q.set_defaults(fn=cmd_eval_st)
+
+
+def cmd_eval_st(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import create_model
+    from .data.mustc import filter_segments, load_audio, read_split
+    from .evals.bleu import score
+    from .models.speech import collate_fbank, compute_fbank
+    from .train.tasks import load_tokenizer
+
+    segs, _ = filter_segments(read_split(args.root, args.pair, args.split), train=False)
+    segs = segs[: args.limit] if args.limit else segs
+    model = create_model(args.model, pretrained=True).eval()
+    if not hasattr(model.cfg, "n_mels"):
+        raise ValueError(f"{args.model} is not a speech-translation model")
+    spec = args.tokenizer or (args.model[len("local-dir:"):] if args.model.startswith("local-dir:") else None)
+    if spec is None:
+        raise ValueError("pass --tokenizer for models that are not a local directory")
+    tok = load_tokenizer(spec)
+    pcfg = model.pretrained_cfg
+    sr = pcfg.sample_rate or model.cfg.sample_rate
+    hyps = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(segs), args.batch), desc=f"st {args.split}", disable=None):
+            feats = [compute_fbank(torch.from_numpy(load_audio(s, sr)), sr, pcfg) for s in segs[i : i + args.batch]]
+            f, lengths = collate_fbank(feats)
+            if args.beam == 1:
+                out = model.greedy_decode(f, lengths)
+            else:
+                out = model.beam_search(f, lengths, beam_size=args.beam, length_penalty=args.length_penalty)
+            hyps += [tok.decode([t for t in ids if t > 3]).strip() for ids in out]
+    refs = [s.tgt for s in segs]
+    result = {**score(hyps, [refs]), "segments": len(segs), "split": args.split, "beam": args.beam}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "hyp.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    (out_dir / "ref.txt").write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+    (out_dir / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("bleu", "chrf", "signature", "segments")}))
+    return 0
 
 
 def cmd_eval_squad(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .config import DataSection, RecipeError
 
-__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM", "ExtractiveQA", "ImageClassification", "load_tokenizer"]
+__all__ = ["Task", "register_task", "list_tasks", "build_task", "MaskedLM", "CausalLM", "ExtractiveQA", "ImageClassification", "SpeechTranslation", "load_tokenizer", "train_target_tokenizer"]
 
 _TASKS: dict[str, type["Task"]] = {}
 
@@ -447,3 +447,140 @@ class ImageClassification(Task):
     def export_files(self, out_dir: Path) -> dict[str, Any]:
         return {"input_size": (1, self.img_size, self.img_size), "mean": (self.mean,), "std": (self.std,),
                 "num_classes": len(self.data.classes), "label_names": tuple(self.data.classes)}
+
+
+# SpecAugment policies of fairseq's S2TDataConfigWriter: (freq masks, F, time masks, T); time warp 0, p = 1.0
+SPECAUGMENT = {"LB": (1, 27, 1, 100), "LD": (2, 27, 2, 100), "none": (0, 0, 0, 0)}
+ST_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, fairseq's (and the speech config's bos/pad/eos)
+
+
+def train_target_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
+    """A unigram subword tokenizer (SentencePiece's model, as fairseq's MuST-C recipe uses) trained with
+    Hugging Face ``tokenizers``; ``<s> <pad> </s> <unk>`` get ids 0-3."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(ST_SPECIALS), unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+@register_task
+class SpeechTranslation(Task):
+    """Speech translation on a MuST-C tree (:mod:`dslm_zoo.data.mustc`; real MuST-C or ``st-en-de``): 80-dim
+    fbank with utterance CMVN computed per utterance, SpecAugment on training batches (fairseq's LB policy by
+    default, masks drawn from the sample's seeded generator), targets tokenized by a unigram model trained on
+    the training targets, label-smoothed cross-entropy over target tokens (padding ignored).
+
+    Data: ``data: {name: mustc, kwargs: {root: DIR, pair: en-de, train: train, validation: dev,
+    vocab_size: 8000}}`` (or ``tokenizer: tokenizer.json`` instead of training one).
+    """
+
+    name = "speech_translation"
+    unit = "tokens"
+
+    def __init__(self, label_smoothing: float = 0.1, specaugment: str = "LB", max_frames: int = 3000):
+        if not 0.0 <= label_smoothing < 1.0 or specaugment not in SPECAUGMENT or max_frames < 5:
+            raise ValueError(f"label_smoothing in [0, 1), specaugment in {sorted(SPECAUGMENT)}, max_frames >= 5; got "
+                             f"{label_smoothing}, {specaugment!r}, {max_frames}")
+        self.label_smoothing, self.specaugment, self.max_frames = label_smoothing, specaugment, max_frames
+        self.tokenizer: Any = None
+        self.fbank_cfg: dict[str, Any] = dict(num_mel_bins=80, frame_length=25.0, frame_shift=10.0, sample_rate=16000,
+                                              cmvn="utterance", dither=0.0)
+        self.info: dict[str, Any] = {}
+
+    def setup(self, data: DataSection, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+        from ..data.mustc import filter_segments, read_split
+
+        if data.name != "mustc":
+            raise RecipeError(f"task 'speech_translation' reads data.name='mustc' (a MuST-C tree), got {data.name!r}")
+        kw = dict(data.kwargs)
+        allowed = {"root", "pair", "train", "validation", "vocab_size", "tokenizer"}
+        if set(kw) - allowed or "root" not in kw:
+            raise RecipeError(f"data.kwargs for mustc: root (required), {sorted(allowed - {'root'})}; got {sorted(kw)}")
+        pair = kw.get("pair", "en-de")
+        self.datasets = {}
+        for split, name in (("train", kw.get("train", "train")), ("validation", kw.get("validation", "dev"))):
+            segs, dropped = filter_segments(read_split(kw["root"], pair, name), train=split == "train",
+                                            max_frames=self.max_frames)
+            self.datasets[split] = segs
+            self.info[split] = {"split": name, "segments": len(segs), "dropped": dropped}
+        self.info.update(root=str(kw["root"]), pair=pair)
+        if "tokenizer" in kw:
+            self.tokenizer = load_tokenizer(str(kw["tokenizer"]))
+        else:
+            self.tokenizer = train_target_tokenizer([s.tgt for s in self.datasets["train"]], int(kw.get("vocab_size", 8000)))
+        ids = [self.tokenizer.token_to_id(t) for t in ST_SPECIALS]
+        if ids != [0, 1, 2, 3]:
+            raise RecipeError(f"the target tokenizer must give {ST_SPECIALS} the ids 0-3, got {ids}")
+        implied = {"vocab_size": self.tokenizer.get_vocab_size(), "n_mels": 80}
+        for k, v in implied.items():
+            if k in model_kwargs and model_kwargs[k] != v:
+                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with the data ({k}={v!r})")
+        return implied
+
+    def check_model(self, model: nn.Module) -> None:
+        if not hasattr(model.cfg, "n_mels"):
+            raise RecipeError(f"task 'speech_translation' needs a speech model (dslm_st_*), got {type(model).__name__}")
+
+    def _specaugment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        nf, F_, nt, T_ = SPECAUGMENT[self.specaugment]
+        T, n_bins = x.shape
+        x = x.clone()
+        for _ in range(nf):
+            w = int(torch.randint(0, F_ + 1, (1,), generator=g))
+            f0 = int(torch.randint(0, max(1, n_bins - w), (1,), generator=g))
+            x[:, f0 : f0 + w] = 0.0  # 0 = the CMVN mean
+        for _ in range(nt):
+            w = int(torch.randint(0, min(T_, T) + 1, (1,), generator=g))
+            t0 = int(torch.randint(0, max(1, T - w), (1,), generator=g))
+            x[t0 : t0 + w] = 0.0
+        return x
+
+    def collate(self, items: Sequence[tuple[int, Any]], seed: int) -> dict[str, torch.Tensor]:
+        from ..data.mustc import load_audio
+        from ..models.speech import collate_fbank, compute_fbank
+
+        feats, targets = [], []
+        for draw, seg in items:
+            x = compute_fbank(torch.from_numpy(load_audio(seg, self.fbank_cfg["sample_rate"])), self.fbank_cfg["sample_rate"],
+                              self.fbank_cfg)
+            if draw >= 0 and self.specaugment != "none":
+                x = self._specaugment(x, _sample_generator(seed, draw))
+            feats.append(x)
+            targets.append(self.tokenizer.encode(seg.tgt).ids)
+        f, lengths = collate_fbank(feats)
+        n = max(len(t) for t in targets) + 1
+        tgt_in = torch.full((len(targets), n), 1, dtype=torch.long)  # <pad> = 1
+        tgt_out = tgt_in.clone()
+        for i, t in enumerate(targets):
+            tgt_in[i, 0] = 0  # <s>
+            tgt_in[i, 1 : len(t) + 1] = torch.tensor(t, dtype=torch.long)
+            tgt_out[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+            tgt_out[i, len(t)] = 2  # </s>
+        return {"feats": f, "feat_lengths": lengths, "tgt_in": tgt_in, "tgt_out": tgt_out}
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["tgt_out"] != 1).sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["feats"], batch["feat_lengths"], batch["tgt_in"])
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=1, reduction="sum",
+                               label_smoothing=self.label_smoothing)
+
+    def eval_sums(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = model(batch["feats"], batch["feat_lengths"], batch["tgt_in"])  # no smoothing: a true perplexity
+        return {"loss": F.cross_entropy(logits.float().flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=1, reduction="sum")}
+
+    def describe_data(self) -> dict[str, Any]:
+        return {"name": "mustc", **self.info, "vocab_size": self.tokenizer.get_vocab_size(), "specaugment": self.specaugment}
+
+    def export_files(self, out_dir: Path) -> dict[str, Any]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(out_dir / "tokenizer.json"))
+        fb = {k: v for k, v in self.fbank_cfg.items() if k != "sample_rate"}
+        return {"tokenizer": "tokenizer.json", "sample_rate": self.fbank_cfg["sample_rate"], "fbank": fb}
