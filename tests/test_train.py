@@ -366,3 +366,22 @@ def test_compile_per_block_matches_eager_and_compiles_once(tmp_path):
     compiled = losses(t.run().run_dir)
     assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-4)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2  # train and eval mode, not one per block
+
+
+def test_checkpoint_averaging_exports_the_mean_of_the_last_checkpoints(tmp_path):
+    t = Trainer(fast_recipe("train.checkpoint_every=2", "train.keep_checkpoints=3", "train.average_last=3"), tmp_path / "r")
+    t.run()
+    import torch.distributed.checkpoint as dcp
+
+    means = {}
+    for step in (2, 4, 6):
+        sd = {k: v.clone() for k, v in t.bare.state_dict().items()}
+        dcp.load({"model": sd}, checkpoint_id=str(tmp_path / "r" / "checkpoints" / f"step_{step:06d}"))
+        for k, v in sd.items():
+            means[k] = means.get(k, 0) + v.double() / 3
+    exported = dslm_zoo.create_model(f"local-dir:{tmp_path / 'r' / 'export'}").state_dict()
+    for k, v in exported.items():
+        torch.testing.assert_close(v, means[k].float(), rtol=1e-6, atol=1e-7)
+    assert read_metrics(tmp_path / "r")[-1]["averaged_checkpoints"] == 3
+    with pytest.raises(RecipeError, match=r"average_last=3 needs train\.keep_checkpoints >= it"):
+        fast_recipe("train.keep_checkpoints=2", "train.average_last=3")

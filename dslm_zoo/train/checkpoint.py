@@ -121,6 +121,25 @@ class CheckpointManager:
         for p in self.dir.glob(".step_*.tmp"):  # leftovers of a killed save
             shutil.rmtree(p, ignore_errors=True)
 
+    def average(self, model: nn.Module, n: int) -> dict[str, torch.Tensor]:
+        """The element-wise mean of the model weights of the newest ``n`` checkpoints (fp32 accumulation)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        done = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_DIR.match(p.name)))
+        paths = [p for _, p in done[-n:]]
+        if len(paths) < n:
+            raise RuntimeError(f"checkpoint averaging needs {n} checkpoints, {self.dir} has {len(paths)}")
+        total: dict[str, torch.Tensor] = {}
+        for path in paths:
+            msd = {k: v.detach().clone() for k, v in get_model_state_dict(model).items()}
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+                dcp.load({"model": msd}, checkpoint_id=str(path))
+            for k, v in msd.items():
+                total[k] = total.get(k, 0) + v.double()
+        return {k: (v / n).to(msd[k].dtype) for k, v in total.items()}
+
     def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Restore model, optimizer and this rank's RNG in place; returns the trainer state."""
         import torch.distributed.checkpoint as dcp

@@ -141,6 +141,8 @@ class TrainSection:
     (autocast, fp32 master weights; CPU and GPU) or ``fp16`` (autocast with a gradient scaler; GPU).
     ``strategy``: ``single``, ``ddp`` or ``fsdp2`` (under ``torchrun``; gloo on CPU, nccl on GPU).
     ``on_nonfinite``: ``stop`` (keep the last good checkpoint, exit non-zero) or ``skip`` (drop the step).
+    ``average_last``: export the mean of the weights of the last N checkpoints (checkpoint averaging, as fairseq's
+    ``average_checkpoints.py``), evaluated again before the export.
     """
 
     steps: int
@@ -157,6 +159,7 @@ class TrainSection:
     eval_batches: int = 8
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    average_last: int = 1
     on_nonfinite: str = "stop"
     num_threads: int | None = None
 
@@ -172,11 +175,17 @@ class TrainSection:
         for key in ("grad_checkpointing", "compile"):
             if not isinstance(getattr(self, key), bool):
                 raise RecipeError(f"train.{key} must be true or false, got {getattr(self, key)!r}")
-        for key in ("log_every", "eval_batches", "keep_checkpoints"):
+        for key in ("log_every", "eval_batches", "keep_checkpoints", "average_last"):
             _check_number("train", key, getattr(self, key), lo=1, integer=True)
         for key in ("eval_every", "checkpoint_every"):
             _check_number("train", key, getattr(self, key), lo=0, integer=True)
         _check_choice("train", "on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        if self.average_last > 1:
+            if self.keep_checkpoints < self.average_last:
+                raise RecipeError(f"train.average_last={self.average_last} needs train.keep_checkpoints >= it, got "
+                                  f"{self.keep_checkpoints}")
+            if self.strategy == "fsdp2":
+                raise RecipeError("train.average_last > 1 is not supported with strategy 'fsdp2' (sharded weights)")
         if self.num_threads is not None:
             _check_number("train", "num_threads", self.num_threads, lo=1, integer=True)
 

@@ -468,6 +468,10 @@ class Trainer:
         if last_eval:
             self._log({"step": self.step, "split": "validation", **last_eval})
         self.ckpt.save(self.step, self.model, self.optimizer, self._trainer_state())
+        if t.average_last > 1:  # the export holds the mean of the last N checkpoints, evaluated again
+            self.bare.load_state_dict(self.ckpt.average(self.model, t.average_last))
+            last_eval = self.evaluate()
+            self._log({"step": self.step, "split": "validation", "averaged_checkpoints": t.average_last, **last_eval})
         export = self.export()
         if self.env.is_main:
             from .plot import plot_run
@@ -504,6 +508,8 @@ class Trainer:
             f"in {self.wall_time / 60:.1f} min on {_hardware(self.env)}, {self.recipe.train.precision}, "
             f"strategy {self.recipe.train.strategy}, learning-rate rule {self.lr_plan.rule}. Skipped steps: "
             f"{self.counters['skipped']}. The recipe is `recipe.json` of the run directory."
+            + (f" The weights are the mean of the last {self.recipe.train.average_last} checkpoints."
+               if self.recipe.train.average_last > 1 else "")
         )
         metrics = {f"{data.get('name', self.recipe.data.name)}:validation": {k: v for k, v in ev[-1].items() if k.startswith("eval_")}} if ev else {}
         out = self.run_dir / "export"
