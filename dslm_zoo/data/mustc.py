@@ -40,7 +40,7 @@ class Segment:
 
 
 def _split_dir(root: str | os.PathLike, pair: str, split: str) -> Path:
-    d = Path(root) / pair / "data" / split
+    d = Path(root).expanduser() / pair / "data" / split
     if not d.is_dir():
         raise MustcError(f"no MuST-C split at {str(d)!r} (expected <root>/<src>-<tgt>/data/<split>/)")
     return d

@@ -613,6 +613,25 @@ def dslm_st_tiny(pretrained: bool = False, **kwargs: Any) -> SpeechTranslationMo
     return _st("dslm_st_tiny", pretrained, args, **kwargs)
 
 
+# The CPU pair of issue 12: equal block parameters (12 d^2 per encoder layer, 16 d^2 per decoder layer: 5.11M vs
+# 5.24M), deep-narrow vs shallow-wide, on st-en-de.
+_ST_CPU = dict(conv_channels=256, vocab_size=8000, max_source_positions=1500, max_target_positions=256)
+
+
+@register_model(default_cfg=_st_cfg("unigram-8000"))
+def dslm_st_18L6L_128D(pretrained: bool = False, **kwargs: Any) -> SpeechTranslationModel:
+    """Speech translation, encoder 18 layers + decoder 6 layers x d=128 (2 heads), 80-dim fbank, 256 conv channels,
+    8000-token target vocabulary (tied); 6.48M parameters. Deep-narrow, CPU-trainable."""
+    return _st("dslm_st_18L6L_128D", pretrained, dict(depth=18, decoder_depth=6, embed_dim=128, num_heads=2, **_ST_CPU), **kwargs)
+
+
+@register_model(default_cfg=_st_cfg("unigram-8000"))
+def dslm_st_4L2L_256D(pretrained: bool = False, **kwargs: Any) -> SpeechTranslationModel:
+    """Speech translation, encoder 4 layers + decoder 2 layers x d=256 (4 heads), 80-dim fbank, 256 conv channels,
+    8000-token target vocabulary (tied); 7.81M parameters. The shallow-wide control of dslm_st_18L6L_128D."""
+    return _st("dslm_st_4L2L_256D", pretrained, dict(depth=4, decoder_depth=2, embed_dim=256, num_heads=4, **_ST_CPU), **kwargs)
+
+
 @register_model(default_cfg=_st_cfg("sentencepiece-unigram-8000"))
 def dslm_st_encdec(pretrained: bool = False, **kwargs: Any) -> SpeechTranslationModel:
     """Deep DSLM speech translation, encoder 48 layers + decoder 24 layers x d=256 (4 heads), 80-dim fbank,
