@@ -250,7 +250,7 @@ def measured_variance(name: str, scheme: str, depth: int, d: int, seeds: int, no
         model = dslm_zoo.create_model(name, **kw).train()
         inputs = example_inputs(model, batch=4, seq_len=seq)
         with torch.no_grad():
-            _, inter = model.forward_intermediates(*inputs)
+            _, inter = model.residual_stream(*inputs)
         v = torch.tensor([h.float().var().item() for h in inter[1:]])
         total = v if total is None else total + v
     return total / seeds

@@ -74,7 +74,7 @@ def test_intermediates_are_the_residual_stream(name):
     if not hasattr(model, "forward_features"):
         pytest.skip("no single-stack features")
     inputs = example_inputs(model)
-    final, inter = model.forward_intermediates(*inputs)
+    final, inter = model.residual_stream(*inputs)
     assert len(inter) >= model.cfg.depth + 1
     assert all(h.shape[-1] == model.cfg.embed_dim for h in inter)
 

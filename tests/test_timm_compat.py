@@ -36,3 +36,21 @@ def test_timm_model_attributes():
     assert m.pretrained_cfg["num_classes"] == 10 and "mean" in m.pretrained_cfg and m.pretrained_cfg.get("nope", 3) == 3
     assert m.head_hidden_size == m.num_features == 64
     assert m.forward_head(m.forward_features(torch.randn(2, 3, 32, 32)), pre_logits=True).shape == (2, 64)
+
+
+def test_forward_intermediates_with_timms_signature_and_features_only():
+    m = dslm_zoo.create_model("dslm_vit_tiny", depth=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    final, inter = m.forward_intermediates(x)
+    assert len(inter) == 4 and inter[0].shape == (2, 64, 8, 8)
+    torch.testing.assert_close(final, m.forward_features(x))
+    _, stream = m.residual_stream(x)  # the zoo's tap: the block outputs are the same tensors
+    torch.testing.assert_close(inter[-1], stream[-1][:, 1:].reshape(2, 8, 8, 64).permute(0, 3, 1, 2))
+    last2 = m.forward_intermediates(x, indices=2, output_fmt="NLC", intermediates_only=True, norm=True)
+    assert len(last2) == 2 and last2[0].shape == (2, 64, 64)
+    assert [f["module"] for f in m.feature_info][-1] == "encoder.blocks.3" and m.feature_info[0]["reduction"] == 4
+    feats = timm.create_model("dslm_vit_tiny", features_only=True, out_indices=(1, 3), depth=4)
+    outs = feats(x)
+    assert [o.shape for o in outs] == [(2, 64, 8, 8), (2, 64, 8, 8)]
+    pruned = dslm_zoo.create_model("dslm_vit_tiny", depth=4)
+    assert pruned.prune_intermediate_layers(indices=(1,)) == [1] and pruned.encoder.depth == 2

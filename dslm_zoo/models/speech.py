@@ -411,7 +411,7 @@ class SpeechTranslationModel(StackModel):
         memory, memory_mask = self.forward_features(feats, feat_lengths)
         return self.decode(tgt_in, memory, memory_mask, tgt_mask)
 
-    def forward_intermediates(
+    def residual_stream(
         self,
         feats: torch.Tensor,
         feat_lengths: torch.Tensor | None,
@@ -427,6 +427,8 @@ class SpeechTranslationModel(StackModel):
         y = self.tgt_embed(tgt_in)
         out, dec = self.decoder.forward_intermediates(y, tgt_mask, memory, mask)
         return out, [x] + enc + [y] + dec
+
+    forward_intermediates = residual_stream  # no timm convention for speech models
 
     @torch.no_grad()
     def measure_r_emb(

@@ -84,7 +84,7 @@ class _TextModel(StackModel):
         """(B, N) token ids -> (B, N, D) final hidden states. ``attention_mask``: 1 = real token, 0 = padding."""
         return self.encoder(self.embed(input_ids, token_type_ids), attention_mask)
 
-    def forward_intermediates(
+    def residual_stream(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
@@ -94,6 +94,8 @@ class _TextModel(StackModel):
         x = self.embed(input_ids, token_type_ids)
         out, inter = self.encoder.forward_intermediates(x, attention_mask)
         return out, [x] + inter
+
+    forward_intermediates = residual_stream  # text models have no timm convention to follow
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> Any:
         return self.forward_head(self.forward_features(input_ids, attention_mask, token_type_ids))

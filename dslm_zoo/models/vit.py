@@ -64,6 +64,9 @@ class VisionTransformer(StackModel):
         self.global_pool = cfg.global_pool
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head: nn.Module = nn.Linear(cfg.embed_dim, cfg.num_classes, **fk) if cfg.num_classes > 0 else nn.Identity()
+        # timm's feature metadata: every block's output, at the patch stride
+        self.feature_info = [dict(module=f"encoder.blocks.{i}", num_chs=cfg.embed_dim, reduction=cfg.patch_size)
+                             for i in range(cfg.depth)]
         self._post_init(device)
 
     def stack_plans(self) -> list[StackPlan]:
@@ -89,11 +92,62 @@ class VisionTransformer(StackModel):
         """(B, C, H, W) normalised images -> (B, prefix + patches, D) tokens after the final norm."""
         return self.encoder(self.embed(x))
 
-    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Final tokens and the residual stream entering the encoder and after every block, each (B, N, D)."""
+    def residual_stream(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final tokens and the residual stream entering the encoder and after every block, each (B, N, D) (the
+        zoo's per-layer tap, the same for every family)."""
         h = self.embed(x)
         out, inter = self.encoder.forward_intermediates(h)
         return out, [h] + inter
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
+        """timm's ``forward_intermediates``: the outputs of the blocks ``indices`` (last n if an int, all if
+        None), optionally through the final norm, as (B, D, H, W) maps (``'NCHW'``) or (B, N, D) tokens
+        (``'NLC'``) without the prefix tokens (with them as a second element if ``return_prefix_tokens``)."""
+        from timm.models._features import feature_take_indices
+
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(self.encoder.depth, indices)
+        h = self.embed(x)
+        blocks = self.encoder.blocks[: max_index + 1] if stop_early else self.encoder.blocks
+        grid = self.embed.patch_embed.grid_size
+        inter: list[Any] = []
+        for i, blk in enumerate(blocks):
+            h = self.encoder._run(blk, h, None, None, None)
+            if i in take:
+                y = self.encoder.norm(h) if norm else h
+                prefix, tokens = y[:, : self.num_prefix_tokens], y[:, self.num_prefix_tokens :]
+                if output_fmt == "NCHW":
+                    tokens = tokens.reshape(y.shape[0], grid, grid, -1).permute(0, 3, 1, 2).contiguous()
+                inter.append((tokens, prefix) if return_prefix_tokens else tokens)
+        if intermediates_only:
+            return inter
+        for blk in self.encoder.blocks[len(blocks):]:
+            h = self.encoder._run(blk, h, None, None, None)
+        return self.encoder.norm(h), inter
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's: drop the blocks after the last wanted index (and the final norm and head if asked)."""
+        from timm.models._features import feature_take_indices
+
+        take, max_index = feature_take_indices(self.encoder.depth, indices)
+        self.encoder.blocks = self.encoder.blocks[: max_index + 1]
+        self.encoder.depth = max_index + 1
+        if prune_norm:
+            self.encoder.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(1)
@@ -115,8 +169,17 @@ def _vit_cfg(img_size: int, num_classes: int = 1000) -> dict[str, Any]:
                 num_classes=num_classes, crop_pct=0.9 if img_size >= 224 else 1.0, interpolation="bicubic")
 
 
-def _vit(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: Any) -> VisionTransformer:
-    return build_model_with_cfg(VisionTransformer, variant, pretrained, model_args, **kwargs)
+def _vit(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: Any) -> nn.Module:
+    features_only = kwargs.pop("features_only", False)
+    out_indices = kwargs.pop("out_indices", 3)
+    feature_cfg = dict(kwargs.pop("feature_cfg", None) or {})
+    model = build_model_with_cfg(VisionTransformer, variant, pretrained, model_args, **kwargs)
+    if features_only:  # timm.create_model(..., features_only=True): timm's getter wrapper over forward_intermediates
+        from timm.models._features import FeatureGetterNet
+
+        return FeatureGetterNet(model, out_indices=out_indices, output_fmt=feature_cfg.get("output_fmt", "NCHW"),
+                                norm=feature_cfg.get("norm", False), prune=feature_cfg.get("prune", True))
+    return model
 
 
 @register_model(default_cfg=_vit_cfg(32, 10))
