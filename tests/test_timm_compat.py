@@ -54,3 +54,15 @@ def test_forward_intermediates_with_timms_signature_and_features_only():
     assert [o.shape for o in outs] == [(2, 64, 8, 8), (2, 64, 8, 8)]
     pruned = dslm_zoo.create_model("dslm_vit_tiny", depth=4)
     assert pruned.prune_intermediate_layers(indices=(1,)) == [1] and pruned.encoder.depth == 2
+
+
+def test_vit_is_fx_traceable_and_declares_a_fixed_input_size():
+    from torch.fx import symbolic_trace
+
+    m = dslm_zoo.create_model("dslm_vit_tiny", depth=2).eval()
+    g = symbolic_trace(m)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(g(x), m(x))
+    assert timm.models.get_pretrained_cfg("dslm_vit_tiny").fixed_input_size is True  # a learned position table
+    with pytest.raises(ValueError, match="expected 32x32 images"):
+        m(torch.randn(1, 3, 40, 40))  # eager checks stay

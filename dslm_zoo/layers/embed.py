@@ -100,12 +100,13 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_chans = self.proj.in_channels
-        if x.dim() != 4 or x.shape[1] != in_chans or not x.dtype.is_floating_point:
-            raise ValueError(f"expected float images of shape (batch, {in_chans}, {self.img_size}, {self.img_size}), "
-                             f"got {x.dtype} {tuple(x.shape)}")
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
+        if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():  # shape checks are Python control flow, which fx cannot trace
+            in_chans = self.proj.in_channels
+            if x.dim() != 4 or x.shape[1] != in_chans or not x.dtype.is_floating_point:
+                raise ValueError(f"expected float images of shape (batch, {in_chans}, {self.img_size}, {self.img_size}), "
+                                 f"got {x.dtype} {tuple(x.shape)}")
+            if x.shape[-2:] != (self.img_size, self.img_size):
+                raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
         return self.proj(x).flatten(2).transpose(1, 2)
 
 

@@ -14,5 +14,7 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
+        if torch.fx._symbolic_trace.is_fx_symbolic_tracing():  # no autocast under fx; the device is a proxy there
+            return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)

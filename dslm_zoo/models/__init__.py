@@ -15,7 +15,7 @@ def _timm_cfg(cfg: "PretrainedCfg") -> dict:
     d = {"input_size": cfg.input_size, "mean": cfg.mean, "std": cfg.std, "num_classes": cfg.num_classes,
          "classifier": cfg.classifier or "head", "first_conv": "embed.patch_embed.proj",
          "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct, "license": cfg.license, "paper_ids": ", ".join(cfg.paper_ids or ()),
-         "hf_hub_id": cfg.hf_hub_id, "custom_load": True}  # weights load through our entrypoint (sha256, layout)
+         "hf_hub_id": cfg.hf_hub_id, "custom_load": True, "fixed_input_size": True}  # weights load through our entrypoint (sha256, layout)
     if cfg.label_names:
         d["label_names"] = list(cfg.label_names)
     if cfg.sha256 and not cfg.hf_hub_id:
