@@ -47,6 +47,19 @@ def run_one(runs: Path, recipe: Path, arm: str, depth: int, lr: float, steps: in
             "train_loss_last": next((x["loss"] for x in reversed(rows) if x.get("loss") is not None), None)}
 
 
+def unigram_baseline(data: str = "python-docs") -> float:
+    """Cross-entropy of the validation tokens under the training split's token frequencies."""
+    import numpy as np
+
+    from dslm_zoo.data import load_text_data
+
+    d = load_text_data(data)
+    counts = np.bincount(np.asarray(d.splits["train"]), minlength=d.vocab_size).astype(np.float64)
+    p = counts / counts.sum()
+    v = np.asarray(d.splits["validation"])
+    return float(-np.log(np.maximum(p[v], 1e-12)).mean())
+
+
 def best(results: list[dict], arm: str, depth: int) -> dict:
     rows = [r for r in results if r["arm"] == arm and r["depth"] == depth]
     return min(rows, key=lambda r: r["eval_loss"])
@@ -68,14 +81,16 @@ def write_report(results: list[dict], depths: list[int], lrs: list[float], out_m
                 cells.append("-" if r is None else "diverged" if r["diverged"] else
                              (f"**{r['eval_loss']:.3f}**" if r is b else f"{r['eval_loss']:.3f}"))
             lines.append(f"| {arm} | {d} | " + " | ".join(cells) + f" | {b['lr']:g} |")
-    lines += ["", "Ratios of best base rates (the rule's bar: within 2x):", ""]
+    lines += ["", f"Unigram cross-entropy of the validation split (the loss of predicting every masked token by its "
+              f"training-set frequency): {unigram_baseline():.3f}. Runs that end above it have learned nothing of the "
+              f"context.", "", "Ratios of best base rates (the rule's bar: within 2x):", ""]
     for d in depths:
-        try:
-            x, r, n = (best(results, a, d)["lr"] for a in ("xavier", "dslm+rule", "dslm-no-rule"))
-        except ValueError:
-            continue
-        lines.append(f"- depth {d}: dslm+rule / xavier = {r / x:g}; dslm-no-rule / xavier = {n / x:g}")
-    if len(depths) == 2:
+        have = {a: best(results, a, d)["lr"] for a in ARMS if any(r["arm"] == a and r["depth"] == d for r in results)}
+        if "xavier" in have:
+            parts = [f"{a} / xavier = {have[a] / have['xavier']:g}" for a in ("dslm+rule", "dslm-no-rule") if a in have]
+            if parts:
+                lines.append(f"- depth {d}: " + "; ".join(parts))
+    if len(depths) == 2 and all(any(r["arm"] == "dslm+rule" and r["depth"] == d for r in results) for d in depths):
         a, b2 = (best(results, "dslm+rule", d)["lr"] for d in depths)
         lines.append(f"- dslm+rule, depth {depths[1]} / depth {depths[0]} = {b2 / a:g}")
     text = "\n".join(lines) + "\n"
@@ -112,6 +127,8 @@ def main() -> int:
     p.add_argument("--no-rule-lrs", type=float, nargs="+", default=[2e-3, 8e-3, 3.2e-2],
                    help="base rates of the dslm-no-rule arm (a coarser grid: it shows where DSLM wants its rate)")
     p.add_argument("--no-rule-depths", type=int, nargs="*", default=[12], help="depths of the dslm-no-rule arm")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
+                   help="arms to run (the report shows every finished run under --runs)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--recipe", default=str(ROOT / "recipes" / "lr_sweep_mlm.yaml"))
@@ -121,8 +138,10 @@ def main() -> int:
     args = p.parse_args()
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
-    jobs = [(a, d, lr) for d in sorted(args.depths, reverse=True) for a in ("xavier", "dslm+rule") for lr in args.lrs]
-    jobs += [("dslm-no-rule", d, lr) for d in sorted(args.no_rule_depths, reverse=True) for lr in args.no_rule_lrs]
+    main_arms = [a for a in args.arms if a != "dslm-no-rule"]
+    jobs = [(a, d, lr) for d in sorted(args.depths, reverse=True) for a in main_arms for lr in args.lrs]
+    if "dslm-no-rule" in args.arms:
+        jobs += [("dslm-no-rule", d, lr) for d in sorted(args.no_rule_depths, reverse=True) for lr in args.no_rule_lrs]
     from tqdm import tqdm
 
     results = []
@@ -131,9 +150,16 @@ def main() -> int:
         for f in futs:
             results.append(f.result())
             bar.update(1)
+    # the report covers every finished run under --runs (earlier invocations with other grids included)
+    done = {(r["arm"], r["depth"], r["lr"]) for r in results}
+    for d in sorted(runs.iterdir()):
+        arm, _, rest = d.name.partition("_d")
+        depth, _, lr = rest.partition("_lr")
+        if arm in ARMS and (d / "export" / "config.json").is_file() and (arm, int(depth), float(lr)) not in done:
+            results.append(run_one(runs, Path(args.recipe), arm, int(depth), float(lr), args.steps))
     (runs / "results.json").write_text(json.dumps(results, indent=2))
     cmd = "python eval/lr_sweep.py " + " ".join(sys.argv[1:])
-    all_lrs = sorted(set(args.lrs) | set(args.no_rule_lrs))
+    all_lrs = sorted({r["lr"] for r in results})
     print(write_report(results, sorted(args.depths), all_lrs, Path(args.md), Path(args.png), cmd.strip()))
     return 0
 

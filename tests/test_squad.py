@@ -149,7 +149,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                                 "answer_start"]), kids, max_size=4), max_leaves=12)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(obj=json_values)
 def test_fuzzed_files_give_clear_errors_or_load(tmp_path, obj):
     path = _write(tmp_path, "fuzz.json", obj)

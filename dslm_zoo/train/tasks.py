@@ -54,6 +54,14 @@ def build_task(name: str, kwargs: dict[str, Any], source: str = "<recipe>") -> "
         raise RecipeError(f"{source}: task {name!r}: {e}") from None
 
 
+def _check_implied(implied: dict[str, Any], model_kwargs: dict[str, Any], what: str = "the data") -> dict[str, Any]:
+    """Model kwargs a task's data imply; a recipe that sets one of them differently is refused."""
+    for k, v in implied.items():
+        if k in model_kwargs and model_kwargs[k] != v:
+            raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with {what} ({k}={v!r})")
+    return implied
+
+
 def _sample_generator(seed: int, draw: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + draw) % (2**63 - 1))
 
@@ -134,10 +142,7 @@ class _TextTask(Task):
         return self.seq_len
 
     def _implied(self, model_kwargs: dict[str, Any]) -> dict[str, Any]:
-        implied = {"vocab_size": self.text.vocab_size}
-        for k, v in implied.items():
-            if k in model_kwargs and model_kwargs[k] != v:
-                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]} disagrees with the data ({k}={v})")
+        implied = _check_implied({"vocab_size": self.text.vocab_size}, model_kwargs)
         max_len = model_kwargs.get("max_seq_len")
         if max_len is not None and max_len < self.seq_len:
             raise RecipeError(f"model.kwargs.max_seq_len={max_len} is shorter than data.kwargs.seq_len={self.seq_len}")
@@ -308,10 +313,7 @@ class ExtractiveQA(Task):
                 _, qs = load_dataset(kw[split])
                 self.datasets[split] = make_features(qs, self.tokenizer, self.max_len, self.doc_stride, self.max_query_len,
                                                      with_answers=True)
-        implied = {"vocab_size": self.tokenizer.get_vocab_size(), "head": "qa"}
-        for k, v in implied.items():
-            if k in model_kwargs and model_kwargs[k] != v:
-                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with the task ({k}={v!r})")
+        implied = _check_implied({"vocab_size": self.tokenizer.get_vocab_size(), "head": "qa"}, model_kwargs, "the task")
         if model_kwargs.get("max_seq_len", self.max_len) < self.max_len:
             raise RecipeError(f"model.kwargs.max_seq_len={model_kwargs['max_seq_len']} < task max_len={self.max_len}")
         return implied
@@ -394,11 +396,7 @@ class ImageClassification(Task):
         self.mean, self.std = self.data.mean_std
         self.datasets = {("validation" if s == "test" else s): _Images(self.data.images[s], self.data.labels[s])
                          for s in self.data.images}
-        implied = {"img_size": self.img_size, "in_chans": 1, "num_classes": len(self.data.classes)}
-        for k, v in implied.items():
-            if k in model_kwargs and model_kwargs[k] != v:
-                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with the data ({k}={v!r})")
-        return implied
+        return _check_implied({"img_size": self.img_size, "in_chans": 1, "num_classes": len(self.data.classes)}, model_kwargs)
 
     def check_model(self, model: nn.Module) -> None:
         if not hasattr(model.cfg, "img_size"):
@@ -517,11 +515,7 @@ class SpeechTranslation(Task):
         ids = [self.tokenizer.token_to_id(t) for t in ST_SPECIALS]
         if ids != [0, 1, 2, 3]:
             raise RecipeError(f"the target tokenizer must give {ST_SPECIALS} the ids 0-3, got {ids}")
-        implied = {"vocab_size": self.tokenizer.get_vocab_size(), "n_mels": 80}
-        for k, v in implied.items():
-            if k in model_kwargs and model_kwargs[k] != v:
-                raise RecipeError(f"model.kwargs.{k}={model_kwargs[k]!r} disagrees with the data ({k}={v!r})")
-        return implied
+        return _check_implied({"vocab_size": self.tokenizer.get_vocab_size(), "n_mels": 80}, model_kwargs)
 
     def check_model(self, model: nn.Module) -> None:
         if not hasattr(model.cfg, "n_mels"):
