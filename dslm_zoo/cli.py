@@ -271,7 +271,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     root = data_root()
     for name, doc in list_text_sources().items():
         state = "prepared" if (root / name / "manifest.json").is_file() else "in memory" if "in memory" in doc else "not prepared"
-        print(f"{name:<12} {state:<13} {doc}")
+        print(f"{name:<14} {state:<13} {doc}")
     print(f"cache root: {root}")
     return 0
 

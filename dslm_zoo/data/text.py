@@ -270,9 +270,9 @@ def _python_docs_sources() -> Any:
 
 
 _register_prepared("python-docs", _python_docs_sources, "PSF-2.0",
-                   "prose of the Python 3.11 docs (Debian python3.11-doc, PSF licence, ~1.2M words)")
+                   "prose of the Python 3.11 docs (Debian python3.11-doc, PSF licence, about 1.0M words)")
 _register_prepared("text-en", _text_en_sources, "mixed: see manifest.json (GPL sources are never committed)",
-                   "about 19M words of English from 10 registry packages (docs, dictionary, news, novels, Bible, wiki)")
+                   "18.5M words of English from 10 registry packages (docs, dictionary, news, novels, Bible, wiki)")
 
 
 def describe(data: TextData) -> Mapping[str, Any]:
