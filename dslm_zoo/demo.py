@@ -75,7 +75,7 @@ def _signal_demo() -> None:
     print(_table(rows, ["init", "LN", "fwd var (last)", "grad ratio", "time"]))
 
 
-def _train_demo(steps: int = 150) -> None:
+def _train_demo(steps: int = 100) -> None:
     """A few seconds of the trainer: recipes/tiny_mlm.yaml (toy language, built in memory), shortened."""
     import shutil
     from pathlib import Path
