@@ -1,5 +1,5 @@
-"""Training: one trainer for every family (Sec. 5 of Kedia et al. 2024 trains BERT, GPT, ViT and speech models
-with one recipe shape). Recipes in ``recipes/``; tasks plug in through :func:`register_task`.
+"""Training: one trainer for every family (text encoder and decoder, ViT, speech encoder-decoder). Recipes live
+in ``recipes/``; tasks plug in through :func:`register_task`.
 
 The floor above models, init and theory: nothing below imports it.
 """
