@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -165,6 +165,17 @@ def _add_eval_st(esub: argparse._SubParsersAction) -> None:
     q.set_defaults(fn=cmd_eval_st)
 
 
+def _eval_tokenizer(args: argparse.Namespace) -> Any:
+    """``--tokenizer``, or the tokenizer.json saved beside a local-dir model's weights."""
+    from .train.tasks import load_tokenizer
+
+    if args.tokenizer:
+        return load_tokenizer(args.tokenizer)
+    if not args.model.startswith("local-dir:"):
+        raise ValueError("pass --tokenizer (the model's tokenizer.json) for models that are not a local directory")
+    return load_tokenizer(args.model[len("local-dir:"):])
+
+
 def cmd_eval_st(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -175,17 +186,13 @@ def cmd_eval_st(args: argparse.Namespace) -> int:
     from .data.mustc import filter_segments, load_audio, read_split
     from .evals.bleu import score
     from .models.speech import collate_fbank, compute_fbank
-    from .train.tasks import load_tokenizer
 
     segs, _ = filter_segments(read_split(args.root, args.pair, args.split), train=False)
     segs = segs[: args.limit] if args.limit else segs
     model = create_model(args.model, pretrained=True).eval()
     if not hasattr(model.cfg, "n_mels"):
         raise ValueError(f"{args.model} is not a speech-translation model")
-    spec = args.tokenizer or (args.model[len("local-dir:"):] if args.model.startswith("local-dir:") else None)
-    if spec is None:
-        raise ValueError("pass --tokenizer for models that are not a local directory")
-    tok = load_tokenizer(spec)
+    tok = _eval_tokenizer(args)
     pcfg = model.pretrained_cfg
     sr = pcfg.sample_rate or model.cfg.sample_rate
     hyps = []
@@ -215,25 +222,19 @@ def cmd_eval_squad(args: argparse.Namespace) -> int:
     from . import create_model
     from .evals.qa import predict_answers
     from .evals.squad import evaluate, load_dataset
-    from .train.tasks import load_tokenizer
 
-    _, questions = load_dataset(args.data)  # a bad file fails before the model is loaded
+    file_version, questions = load_dataset(args.data)  # a bad file fails before the model is loaded
     model = create_model(args.model, pretrained=True)
     if getattr(model.cfg, "head", None) != "qa":
         raise ValueError(f"{args.model} has head={getattr(model.cfg, 'head', None)!r}; SQuAD needs a QA model (head='qa')")
-    spec = args.tokenizer
-    if spec is None:
-        if not args.model.startswith("local-dir:"):
-            raise ValueError("pass --tokenizer (the model's tokenizer.json) for models that are not a local directory")
-        spec = args.model[len("local-dir:"):]
-    preds, na = predict_answers(model, questions, load_tokenizer(spec), max_len=args.max_len, doc_stride=args.doc_stride,
+    preds, na = predict_answers(model, questions, _eval_tokenizer(args), max_len=args.max_len, doc_stride=args.doc_stride,
                                 batch_size=args.batch, max_answer_len=args.max_answer_len)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(preds, indent=1, ensure_ascii=False) + "\n")
     (out / "na_prob.json").write_text(json.dumps(na, indent=1) + "\n")
     version = args.version
-    na_file = str(out / "na_prob.json") if (version or load_dataset(args.data)[0] or "1.1") in ("2.0", "v2.0") else None
+    na_file = str(out / "na_prob.json") if (version or file_version or "1.1") in ("2.0", "v2.0") else None
     scores = evaluate(args.data, out / "predictions.json", na_prob=na_file, na_prob_thresh=args.na_prob_thresh, version=version)
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     print(json.dumps(scores))

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from .._hub import sha256_file
+
 __all__ = ["Package", "Source", "build_corpus", "split_of", "TOKENIZERS"]
 
 SPLITS = ("train", "validation", "test")
@@ -90,14 +92,6 @@ def split_of(key: str, validation_pct: int = 5, test_pct: int = 5) -> str:
     return "test" if h < test_pct else "validation" if h < test_pct + validation_pct else "train"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _train_tokenizer(kind: str, texts: Sequence[str], vocab_size: int) -> Any:
     from .text import SPECIAL_TOKENS, train_wordpiece
 
@@ -147,7 +141,7 @@ def build_corpus(
             root = tmpd / f"x_{src.name}"
             version = pkg.extract(path, root)
             packages.append({"source": src.name, "name": pkg.name, "registry": pkg.registry, "version": version,
-                             "sha256": _sha256(path), "licence": src.licence})
+                             "sha256": sha256_file(path), "licence": src.licence})
             per = words.setdefault(src.name, {s: 0 for s in SPLITS})
             n_docs = 0
             for doc_id, paras in src.reader(root):

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import Package, _sha256
+from .._hub import sha256_file
+from .corpus import Package
 from .text import DataNotFoundError, data_root
 
 __all__ = ["ImageData", "IMAGE_SETS", "prepare_images", "load_image_data", "read_idx", "export_image_folder"]
@@ -107,7 +108,7 @@ def prepare_images(name: str, local: dict[str, str] | None = None, out: str | No
         train = splits["train"][0].astype(np.float64) / 255.0
         manifest = {
             "name": name, "classes": list(spec.classes), "licence": spec.licence,
-            "packages": [{"name": spec.package.name, "registry": spec.package.registry, "version": version, "sha256": _sha256(path)}],
+            "packages": [{"name": spec.package.name, "registry": spec.package.registry, "version": version, "sha256": sha256_file(path)}],
             "splits": {s: {"images": int(len(v[0])), "shape": list(v[0].shape[1:]),
                            "per_class": np.bincount(v[1], minlength=len(spec.classes)).tolist()} for s, v in splits.items()},
             "pixel_mean": float(train.mean()), "pixel_std": float(train.std()),

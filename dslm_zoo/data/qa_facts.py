@@ -163,7 +163,7 @@ def prepare_qa_facts(local: dict[str, str] | None = None, out: str | None = None
     a manifest (package versions and sha256, question counts per split)."""
     import tempfile
 
-    from .corpus import _sha256
+    from .._hub import sha256_file
     from .text import data_root
 
     dest = Path(out) if out else data_root() / "qa-facts"
@@ -182,7 +182,7 @@ def prepare_qa_facts(local: dict[str, str] | None = None, out: str | None = None
             counts[f"{split}-v1.1"] = _write(tmp_dest / f"{split}-v1.1.json", "1.1", paras, answerable_only=True)
         manifest = {
             "name": "qa-facts", "note": "templated QA measures reading of the context, not English reading comprehension",
-            "packages": [{"name": GEONAMES.name, "registry": "pypi", "version": version, "sha256": _sha256(whl), "licence": "MIT (GeoNames data CC BY 4.0)"},
+            "packages": [{"name": GEONAMES.name, "registry": "pypi", "version": version, "sha256": sha256_file(whl), "licence": "MIT (GeoNames data CC BY 4.0)"},
                          {"name": "iso-codes", "registry": "debian", "file": str(ISO_639), "present": ISO_639.is_file(), "licence": "LGPL-2.1+"}],
             "files": counts,
         }

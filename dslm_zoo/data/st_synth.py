@@ -24,7 +24,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .corpus import Package, _sha256
+from .._hub import sha256_file
+from .corpus import Package, split_of
 
 __all__ = ["align_help", "synthesize", "prepare_st_en_de", "VOICES"]
 
@@ -116,9 +117,12 @@ def synthesize(text: str, voice: str, workdir: Path) -> np.ndarray:
     return x
 
 
+_MUSTC_SPLIT = {"test": "tst-COMMON", "validation": "dev", "train": "train"}
+
+
 def _split_of_talk(page: str) -> str:
-    h = int(hashlib.sha256(page.encode()).hexdigest()[:8], 16) % 100
-    return "tst-COMMON" if h < 4 else "dev" if h < 8 else "train"
+    """MuST-C's split names over the corpus's hash split: 4 % tst-COMMON, 4 % dev."""
+    return _MUSTC_SPLIT[split_of(page, validation_pct=4, test_pct=4)]
 
 
 def prepare_st_en_de(local: dict[str, str] | None = None, out: str | None = None, max_pairs: int | None = None,
@@ -139,7 +143,7 @@ def prepare_st_en_de(local: dict[str, str] | None = None, out: str | None = None
         for pkg in (HELP_EN, HELP_DE):
             path = Path(local[pkg.name]) if pkg.name in local else pkg.fetch(tmpd)
             version = pkg.extract(path, tmpd / "x")
-            packages.append({"name": pkg.name, "version": version, "sha256": _sha256(path), "licence": "MPL-2.0"})
+            packages.append({"name": pkg.name, "version": version, "sha256": sha256_file(path), "licence": "MPL-2.0"})
         pairs = list(align_help(tmpd / "x" / "usr/share/libreoffice/help", min_words))
         if max_pairs is not None:
             pairs = pairs[:max_pairs]
