@@ -37,13 +37,14 @@ from ._hub import (
     resolve_repo_file,
     split_repo_id,
 )
-from ._registry import PretrainedCfg, get_pretrained_cfg, model_entrypoint, split_model_name
+from ._registry import PretrainedCfg, get_pretrained_cfg, list_pretrained, model_entrypoint, split_model_name
 
 __all__ = [
     "IncompatibleKeys",
     "SOURCE_PREFIXES",
     "build_model_with_cfg",
     "create_model",
+    "get_tokenizer",
     "load_checkpoint",
     "load_state_dict",
     "load_state_dict_into",
@@ -272,8 +273,9 @@ def build_model_with_cfg(
 ) -> M:
     """Build ``model_cls`` for ``variant`` from ``model_args`` updated with ``kwargs``, optionally with weights.
 
-    - Config: ``model_cls.config_class.from_kwargs(**{**model_args, **kwargs})``; an unknown key is a TypeError
-      naming it, raised before any file is touched. ``num_classes`` defaults to the pretrained cfg's.
+    - Config: ``model_cls.config_class.from_kwargs(**{**model_args, **kwargs})`` (with ``pretrained=True``, the
+      pretrained cfg's ``model_args`` in between); an unknown key is a TypeError naming it, raised before any
+      file is touched. ``num_classes`` defaults to the pretrained cfg's.
     - Pretrained cfg: ``pretrained_cfg`` (a name ``arch.tag``, a PretrainedCfg or its dict) or ``variant``'s
       default, then ``pretrained_cfg_overlay`` (its ``file`` key names an explicit weights file).
     - ``pretrained=True``: weights from ``checkpoint_path`` / overlay ``file`` / mirrors / HF cache (sha256-checked),
@@ -286,8 +288,10 @@ def build_model_with_cfg(
 
     Sets ``model.pretrained_cfg``; after a head change its ``num_classes`` is the new one and ``label_names`` None.
     """
-    args = {**dict(model_args or {}), **kwargs}
     pcfg, overlay_file = _resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
+    # Released weights carry the arguments they were trained with (vocabulary, context, r_emb): they define the
+    # architecture of a pretrained build, as the variant's own arguments do for an untrained one.
+    args = {**dict(model_args or {}), **(dict(pcfg.model_args or {}) if pretrained else {}), **kwargs}
     config_class = model_cls.config_class  # type: ignore[attr-defined]
     has_num_classes = "num_classes" in config_class.field_names()
     if has_num_classes and pcfg.num_classes is not None and "num_classes" not in kwargs:
@@ -457,3 +461,35 @@ def create_model(
     if cache_dir is not None:
         kwargs["cache_dir"] = cache_dir
     return entry(pretrained=bool(pretrained), **kwargs)
+
+
+def get_tokenizer(model_name: str, *, cache_dir: str | os.PathLike | None = None) -> Any:
+    """The Hugging Face ``tokenizers.Tokenizer`` a text model was trained with, from beside its weights.
+
+    ``model_name`` is ``arch[.tag]`` (the released weights' ``pretrained_cfg.tokenizer`` file, found where the
+    weights are: mirrors, then the HF cache/hub), ``hf-hub:org/name[@rev]`` or ``local-dir:/path`` (its
+    ``tokenizer.json``). Raises ValueError for a model released without one, WeightsNotFoundError when the file
+    is nowhere (listing where it looked).
+    """
+    from tokenizers import Tokenizer
+
+    looked: list[str] = []
+    filename = "tokenizer.json"
+    if model_name.startswith("local-dir:"):
+        path: Path | None = Path(model_name[len("local-dir:"):]).expanduser() / filename
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{model_name!r}: no {filename} at {str(path)!r}")
+    else:
+        if model_name.startswith("hf-hub:"):
+            repo = model_name[len("hf-hub:"):]
+        else:
+            cfg = get_pretrained_cfg(model_name)
+            if not cfg.tokenizer or not cfg.hf_hub_id:
+                raise ValueError(f"{cfg.name!r} has no released tokenizer (pretrained_cfg.tokenizer is {cfg.tokenizer!r}); "
+                                 f"released text models: {[n for n in list_pretrained() if get_pretrained_cfg(n).tokenizer]}")
+            repo, filename = cfg.hf_hub_id, cfg.tokenizer
+        path = resolve_repo_file(repo, filename, cache_dir=cache_dir, looked=looked)
+        if path is None:
+            places = "\n".join(f"  {i}. {p}" for i, p in enumerate(looked, 1))
+            raise WeightsNotFoundError(f"{model_name!r}: {filename} not found. Looked in:\n{places}")
+    return Tokenizer.from_file(str(path))

@@ -511,7 +511,9 @@ def save_pretrained(
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_NAME
     with atomic_path(weights) as tmp:
-        save_model(model, str(tmp), metadata={"format": "pt", "architecture": pcfg.architecture})
+        # One metadata key: safetensors writes its metadata map in hash order, so two keys would make the bytes
+        # (and the sha256 recorded in config.json) differ between two saves of the same weights.
+        save_model(model, str(tmp), metadata={"format": "pt"})
         sha = sha256_file(tmp)
     pcfg = pcfg.replace(sha256=sha)
     config = {"architecture": pcfg.architecture, "model_args": model_args, "pretrained_cfg": pcfg.to_dict()}

@@ -46,7 +46,9 @@ class PretrainedCfg:
     interpolation: str | None = None
     sample_rate: int | None = None
     fbank: Mapping[str, Any] | None = None
-    tokenizer: str | None = None
+    tokenizer: str | None = None  # file name of the tokenizer.json beside the weights (text models)
+    # the architecture arguments the weights were trained with, over the variant's defaults (vocabulary, context)
+    model_args: Mapping[str, Any] | None = None
     # task
     num_classes: int | None = None
     label_names: tuple[str, ...] | None = None

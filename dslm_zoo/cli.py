@@ -1,5 +1,5 @@
 """The ``dslm-zoo`` command: ``list``, ``info``, ``signal`` (per-layer signal propagation), ``predict`` (the
-theory's verdict at init), ``train``, ``plot``, ``eval``, ``data``, ``demo``.
+theory's verdict at init), ``train``, ``plot``, ``eval``, ``data``, ``release``, ``demo``.
 
 Each subcommand lives in a function ``cmd_<name>(args)`` registered by ``_add_<name>(subparsers)``; later
 subcommands (``eval``) plug in the same way.
@@ -131,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from ._argtypes import positive_int
 
-    p = sub.add_parser("eval", help="evaluate a model: squad, st")
+    p = sub.add_parser("eval", help="evaluate a model: lm, squad, st")
     esub = p.add_subparsers(dest="eval_command", required=True)
     q = esub.add_parser("squad", help="answer SQuAD questions with a QA model, write predictions and score them")
     q.add_argument("model", help="a QA model: local-dir:/path (e.g. a run's export), hf-hub:org/name or NAME.tag")
@@ -146,6 +146,55 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-t", "--na-prob-thresh", type=float, default=1.0, help="v2.0: no answer if na_prob > this")
     q.set_defaults(fn=cmd_eval_squad)
     _add_eval_st(esub)
+    _add_eval_lm(esub)
+
+
+def _add_eval_lm(esub: argparse._SubParsersAction) -> None:
+    from ._argtypes import positive_int
+
+    q = esub.add_parser("lm", help="masked-LM or causal-LM loss and perplexity of a text model on a split or a text file")
+    q.add_argument("model", help="a text model: NAME.tag, local-dir:/path (e.g. a run's export) or hf-hub:org/name")
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a prepared text data set (e.g. text-en), scored with the unigram baseline")
+    src.add_argument("--text", help="a UTF-8 text file, one paragraph per line, encoded with the model's tokenizer")
+    q.add_argument("--tokenizer", choices=["wordpiece", "bpe"],
+                   help="--data: which prepared tokenization (the model's: wordpiece for the zoo's encoders, bpe for its "
+                        "decoders; default: the data set's default)")
+    q.add_argument("--split", default="test", help="--data: the split (default test)")
+    q.add_argument("--windows", type=positive_int, help="only the first N windows (default: all)")
+    q.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window (default 128)")
+    q.add_argument("--batch", type=positive_int, default=32)
+    q.add_argument("--seed", type=int, default=0, help="seed of the MLM masks (the recipe's train.seed)")
+    q.set_defaults(fn=cmd_eval_lm)
+
+
+def cmd_eval_lm(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from . import create_model, get_tokenizer
+    from .data import load_text_data
+    from .evals.lm import evaluate_lm, lm_task_for, text_file_data, unigram_log_probs
+
+    model = create_model(args.model, pretrained=True, dtype="float32")  # fp32 compute whatever the storage dtype
+    lm_task_for(model)  # ValueError for a model without a language-model head, before any data is read
+    if args.text:
+        data, unigram = text_file_data(args.text, get_tokenizer(args.model)), None
+        split = "test"
+    else:
+        data = load_text_data(args.data, **({"tokenizer": args.tokenizer} if args.tokenizer else {}))
+        try:
+            mine = get_tokenizer(args.model).to_str()
+        except (ValueError, FileNotFoundError):
+            mine = None  # a model saved without its tokenizer: the vocabulary-size check below still applies
+        if mine is not None and mine != data.tokenizer.to_str():
+            raise ValueError(f"{args.model}'s tokenizer is not the one {args.data!r} was prepared with "
+                             f"({args.tokenizer or 'default'}): pass the --tokenizer the model was trained with")
+        unigram, split = unigram_log_probs(data.split("train"), data.vocab_size), args.split
+    with tqdm(total=args.windows, desc=f"lm {split}", disable=None) as bar:
+        res = evaluate_lm(model, data, split, seq_len=args.seq_len, batch_size=args.batch, max_windows=args.windows,
+                          seed=args.seed, unigram=unigram, progress=lambda n: bar.update(n - bar.n))
+    print(json.dumps({"model": args.model, "data": args.text or f"{args.data}:{split}", **res.to_dict()}))
+    return 0
 
 
 def _add_eval_st(esub: argparse._SubParsersAction) -> None:
@@ -166,14 +215,14 @@ def _add_eval_st(esub: argparse._SubParsersAction) -> None:
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> Any:
-    """``--tokenizer``, or the tokenizer.json saved beside a local-dir model's weights."""
+    """``--tokenizer``, or the tokenizer.json beside the model's weights (released, local-dir or hub)."""
     from .train.tasks import load_tokenizer
+
+    from . import get_tokenizer
 
     if args.tokenizer:
         return load_tokenizer(args.tokenizer)
-    if not args.model.startswith("local-dir:"):
-        raise ValueError("pass --tokenizer (the model's tokenizer.json) for models that are not a local directory")
-    return load_tokenizer(args.model[len("local-dir:"):])
+    return get_tokenizer(args.model)
 
 
 def cmd_eval_st(args: argparse.Namespace) -> int:
@@ -264,6 +313,14 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                            "for decoders)")
     prep.add_argument("--out", help="directory to write (default $DSLM_ZOO_DATA/NAME)")
     prep.set_defaults(fn=cmd_data_prepare)
+    remb = dsub.add_parser("r-emb", help="measure a model's embedding token correlation (dslm_r_emb) on a prepared corpus")
+    remb.add_argument("name", help="a prepared text data set, e.g. text-en")
+    remb.add_argument("--model", required=True, help="the architecture, e.g. dslm_bert_96L_64D")
+    remb.add_argument("--tokenizer", choices=["wordpiece", "bpe"], default="wordpiece")
+    remb.add_argument("--seeds", type=positive_int, default=10, help="initialisations averaged (default 10)")
+    remb.add_argument("--windows", type=positive_int, default=32, help="train windows per seed (default 32)")
+    remb.add_argument("--seq-len", type=positive_int, default=128)
+    remb.set_defaults(fn=cmd_data_r_emb)
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -290,8 +347,41 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_r_emb(args: argparse.Namespace) -> int:
+    from .data import load_text_data
+    from .evals.lm import corpus_r_emb
+
+    mean, values = corpus_r_emb(args.model, load_text_data(args.name, tokenizer=args.tokenizer), seeds=args.seeds,
+                                windows=args.windows, seq_len=args.seq_len)
+    print(json.dumps({"model": args.model, "data": args.name, "tokenizer": args.tokenizer, "r_emb": round(mean, 4),
+                      "per_seed": [round(v, 4) for v in values]}))
+    return 0
+
+
+def _add_release(sub: argparse._SubParsersAction) -> None:
+    from ._argtypes import positive_int
+
+    p = sub.add_parser("release", help="publish a finished run: weights in hub_mirror/, card, golden logits, registry entry")
+    p.add_argument("run_dir", help="a training run directory with a finished export/")
+    p.add_argument("--tag", required=True, help="the weights tag, naming the data and task (e.g. en20m_mlm)")
+    p.add_argument("--org", default="dslm-zoo", help="hub organisation of the repo id (default dslm-zoo)")
+    p.add_argument("--store", choices=["bfloat16", "float32"], default="bfloat16",
+                   help="storage dtype of the weights (default bfloat16: the zoo's weights share 100 MB)")
+    p.add_argument("--windows", type=positive_int, default=2048, help="test windows the card's metrics use (default 2048)")
+    p.add_argument("--notes", default="", help="a paragraph for the card (what the numbers mean, the control)")
+    p.set_defaults(fn=cmd_release)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from .release import release_run
+
+    out = release_run(args.run_dir, args.tag, org=args.org, store_dtype=args.store, windows=args.windows, notes=args.notes)
+    print(out)
+    return 0
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_list, _add_info, _add_signal, _add_predict, _add_train, _add_eval, _add_data, _add_demo,
+    _add_list, _add_info, _add_signal, _add_predict, _add_train, _add_eval, _add_data, _add_release, _add_demo,
 ]
 
 

@@ -1,5 +1,7 @@
 """Model families. Importing this package registers every variant (and the ViTs into timm's registry)."""
+import json
 import sys
+from pathlib import Path
 
 from . import speech, text, vit
 from ._base import ZooModel
@@ -7,7 +9,7 @@ from ._common import StackModel, TransformerConfig
 from .speech import SpeechTranslationConfig, SpeechTranslationModel
 from .text import GPT, Bert, BertConfig, GPTConfig
 from .vit import VisionTransformer, ViTConfig
-from .._registry import PretrainedCfg
+from .._registry import PretrainedCfg, register_pretrained
 
 
 def _timm_cfg(cfg: "PretrainedCfg") -> dict:
@@ -47,6 +49,19 @@ def _register_into_timm() -> None:
         timm.models.register_model(fn)
 
 
+RELEASES = Path(__file__).with_name("releases.json")
+
+
+def _register_releases() -> None:
+    """Register the zoo's released weights: ``releases.json`` holds one pretrained cfg per ``arch.tag``, written by
+    ``dslm-zoo release`` from the run and the eval that produced it (sha256, model_args, metrics, commands)."""
+    if not RELEASES.is_file():
+        return
+    for entry in json.loads(RELEASES.read_text(encoding="utf-8")):
+        register_pretrained(PretrainedCfg.from_dict(entry))
+
+
+_register_releases()
 _register_into_timm()
 
 __all__ = ["ZooModel", "StackModel", "TransformerConfig", "Bert", "BertConfig", "GPT", "GPTConfig", "VisionTransformer", "ViTConfig",

@@ -1,0 +1,172 @@
+"""Release a finished training run as weights of the zoo (``dslm-zoo release RUN_DIR --tag TAG``).
+
+One command turns ``RUN_DIR/export`` into everything a release is, so no number is ever typed by hand:
+
+1. the weights are cast to the storage dtype (bf16 by default: the zoo's weights share 100 MB of the repository)
+   and written in the Hugging Face layout to ``hub_mirror/<org>/<arch>.<tag>/`` (``model.safetensors``,
+   ``config.json``, ``tokenizer.json``, ``README.md``);
+2. the stored weights are loaded back as a user gets them (fp32 compute) and evaluated by the task's evaluator:
+   for language models the loss, perplexity and unigram baseline on the data set's test split, and on a
+   committed public-domain slice of that split (what the tests re-measure on a fresh clone);
+3. the metrics and the commands that made them go into the pretrained cfg, the card (also copied to
+   ``model_cards/<arch>.<tag>.md``) and ``dslm_zoo/models/releases.json``, which registers the tag at import;
+4. golden logits on a fixed input go to ``tests/golden/<arch>.<tag>.json``.
+
+Re-running it on the same run reproduces the same bytes (weights, hash, metrics).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ._builder import create_model
+from ._hub import CONFIG_NAME, REPO_MIRROR, atomic_write, read_model_config, save_pretrained
+from ._registry import PretrainedCfg
+
+__all__ = ["REPO_ROOT", "LM_SLICE", "release_run", "golden_input", "golden_logits"]
+
+REPO_ROOT = REPO_MIRROR.parent
+# Two test-split chapters of Jane Austen's *Emma* (public domain), the text-en test documents
+# novel0_ch15 and novel0_ch32: small enough to commit, so a fresh clone can re-measure a release.
+LM_SLICE = "tests/data/text_en_test_janeausten.txt"
+_STORE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def golden_input(vocab_size: int, seq_len: int = 16, batch: int = 2) -> torch.Tensor:
+    """The fixed token ids golden logits are recorded on (ids 5.. skip the special tokens)."""
+    g = torch.Generator().manual_seed(1234)
+    return torch.randint(5, vocab_size, (batch, seq_len), generator=g)
+
+
+def golden_logits(model: nn.Module) -> torch.Tensor:
+    """Logits of ``model`` on :func:`golden_input`: the first 4 positions x the first 8 classes of each sample."""
+    model.eval()
+    with torch.no_grad():
+        out = model(golden_input(model.cfg.vocab_size))
+    return out[:, :4, :8].float()
+
+
+def _lm_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], windows: int,
+                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Test-split and committed-slice metrics of a language model, and the commands that reproduce them."""
+    from tqdm import tqdm
+
+    from .data import load_text_data
+    from .evals.lm import evaluate_lm, text_file_data, unigram_log_probs
+
+    data_name = recipe["data"]["name"]
+    kw = dict(recipe["data"]["kwargs"])
+    seq_len = int(kw.pop("seq_len", 128))
+    data = load_text_data(data_name, **kw)
+    seed = int(recipe["train"]["seed"])
+    mask = dict(recipe["task"].get("kwargs", {})).get("mask_prob", 0.15)
+    unigram = unigram_log_probs(data.split("train"), data.vocab_size)
+    common = dict(seq_len=seq_len, seed=seed, mask_prob=mask, unigram=unigram)
+    with tqdm(total=windows, desc=f"{model_name}: {data_name} test", disable=None if progress else True) as bar:
+        test = evaluate_lm(model, data, "test", max_windows=windows, progress=lambda n: bar.update(n - bar.n), **common)
+    sliced = evaluate_lm(model, text_file_data(str(REPO_ROOT / LM_SLICE), data.tokenizer), "test",
+                         **{**common, "unigram": None})  # no train split on a fresh clone: the slice is model-only
+    metrics = {f"{data_name}:test": test.to_dict(), f"{data_name}:test-slice": sliced.to_dict()}
+    tok_arg = f" --tokenizer {kw['tokenizer']}" if "tokenizer" in kw else ""
+    cmds = [f"dslm-zoo eval lm {model_name} --data {data_name}{tok_arg} --split test --windows {windows} "
+            f"--seq-len {seq_len} --seed {seed}",
+            f"dslm-zoo eval lm {model_name} --text {LM_SLICE} --seq-len {seq_len} --seed {seed}"]
+    return metrics, cmds
+
+
+# task -> (model name, stored model, recipe, windows, progress) -> (metrics per "data:split", commands that remeasure them)
+_EVALUATORS: dict[str, Callable[..., tuple[dict[str, dict[str, float]], list[str]]]] = {
+    "masked_lm": _lm_evaluator,
+    "causal_lm": _lm_evaluator,
+}
+
+
+def _upsert_release(path: Path, cfg: Mapping[str, Any]) -> None:
+    entries = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    name = f"{cfg['architecture']}.{cfg['tag']}"
+    entries = [e for e in entries if f"{e['architecture']}.{e['tag']}" != name] + [dict(cfg)]
+    entries.sort(key=lambda e: (e["architecture"], e["tag"]))
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(entries, indent=2) + "\n")
+
+
+def release_run(
+    run_dir: str | Path,
+    tag: str,
+    *,
+    org: str = "dslm-zoo",
+    store_dtype: str = "bfloat16",
+    windows: int = 512,
+    notes: str = "",
+    repo_root: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Publish ``RUN_DIR/export`` as ``<arch>.<tag>``; returns the hub-layout directory written.
+
+    ``windows``: test windows the card's metrics are measured on; ``notes``: a paragraph for the card (what
+    the numbers mean, the control it was compared with). ``repo_root`` (default: this checkout) receives
+    ``hub_mirror/``, ``model_cards/``, ``tests/golden/`` and the package's ``releases.json``.
+    """
+    run = Path(run_dir)
+    export = run / "export"
+    if not (export / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{str(run)!r} has no finished export ({export / CONFIG_NAME} is missing): "
+                                "release a run that reached its last step")
+    if not tag or not tag.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"tag must be a non-empty word of letters, digits, '_' or '-', got {tag!r}")
+    if store_dtype not in _STORE_DTYPES:
+        raise ValueError(f"store_dtype must be one of {sorted(_STORE_DTYPES)}, got {store_dtype!r}")
+    recipe = json.loads((run / "recipe.json").read_text(encoding="utf-8"))
+    task = recipe["task"]["name"]
+    if task not in _EVALUATORS:
+        raise ValueError(f"no release evaluator for task {task!r} yet (have {sorted(_EVALUATORS)})")
+    root = Path(repo_root) if repo_root is not None else REPO_ROOT
+
+    exported = read_model_config(export / CONFIG_NAME)
+    arch = exported["architecture"]
+    name = f"{arch}.{tag}"
+    repo_id = f"{org}/{name}"
+    model = create_model(f"local-dir:{export}", dtype=torch.float32).to(_STORE_DTYPES[store_dtype])
+    base = PretrainedCfg.from_dict(exported["pretrained_cfg"])
+    overlay: dict[str, Any] = {"tag": tag, "hf_hub_id": repo_id, "model_args": exported["model_args"]}
+    stored = "bf16 (bfloat16-rounded fp32 training weights; loaded into fp32 by default)" if store_dtype == "bfloat16" else "fp32"
+
+    with tempfile.TemporaryDirectory(prefix="dslm_zoo_release_") as tmp:
+        # Evaluate exactly the stored bytes, loaded as a user loads them.
+        model.pretrained_cfg = base
+        save_pretrained(model, tmp, pretrained_cfg_overlay=overlay)
+        released = create_model(f"local-dir:{tmp}", dtype=torch.float32)
+        metrics, eval_cmds = _EVALUATORS[task](name, released, recipe, windows, progress)
+        gold = golden_logits(released)
+
+    card_notes = "\n\n".join(x for x in (
+        base.notes,
+        f"Weights stored in {stored}. Released by `dslm-zoo release RUN_DIR --tag {tag}` from that run; the metrics "
+        f"below are of the stored weights, measured by " + " and ".join(f"`{c}`" for c in eval_cmds) + ".",
+        notes,
+    ) if x)
+    overlay.update(metrics=metrics, eval_command=" ; ".join(eval_cmds), notes=card_notes)
+    out = root / "hub_mirror" / org / name
+    if out.exists():
+        shutil.rmtree(out)
+    model.pretrained_cfg = base
+    save_pretrained(model, out, pretrained_cfg_overlay=overlay)
+    if base.tokenizer:
+        shutil.copyfile(export / base.tokenizer, out / base.tokenizer)
+    config = read_model_config(out / CONFIG_NAME)
+    cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
+    (root / "model_cards").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "README.md", root / "model_cards" / f"{name}.md")
+    _upsert_release(root / "dslm_zoo" / "models" / "releases.json", cfg.to_dict())
+    golden = root / "tests" / "golden" / f"{name}.json"
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(golden, "w") as f:
+        f.write(json.dumps({"name": name, "sha256": cfg.sha256, "input": "dslm_zoo.release.golden_input(vocab_size)",
+                            "logits[:, :4, :8]": gold.tolist()}, indent=1) + "\n")
+    return out
