@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, TypeVar
 
@@ -45,6 +46,8 @@ __all__ = [
     "build_model_with_cfg",
     "create_model",
     "get_tokenizer",
+    "resolve_config",
+    "ResolvedConfig",
     "load_checkpoint",
     "load_state_dict",
     "load_state_dict_into",
@@ -57,6 +60,16 @@ M = TypeVar("M", bound=nn.Module)
 SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
 _SAFETENSORS_SUFFIXES = (".safetensors",)
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class ResolvedConfig(NamedTuple):
+    """The model class and frozen config a name resolves to (what :func:`resolve_config` returns)."""
+
+    model_cls: type
+    cfg: Any
+
+
+_CONFIG_ONLY: ContextVar[bool] = ContextVar("dslm_zoo_config_only", default=False)
 
 
 class IncompatibleKeys(NamedTuple):
@@ -297,6 +310,8 @@ def build_model_with_cfg(
     if has_num_classes and pcfg.num_classes is not None and "num_classes" not in kwargs:
         args["num_classes"] = pcfg.num_classes  # the weights define the head unless the user asks otherwise
     cfg = config_class.from_kwargs(**args)  # TypeError naming unknown keys, before any work
+    if _CONFIG_ONLY.get():
+        return ResolvedConfig(model_cls, cfg)  # type: ignore[return-value]  (resolve_config: no module is built)
     dtype = _as_dtype(dtype)
 
     weights_nc = pcfg.num_classes
@@ -493,3 +508,16 @@ def get_tokenizer(model_name: str, *, cache_dir: str | os.PathLike | None = None
             places = "\n".join(f"  {i}. {p}" for i, p in enumerate(looked, 1))
             raise WeightsNotFoundError(f"{model_name!r}: {filename} not found. Looked in:\n{places}")
     return Tokenizer.from_file(str(path))
+
+
+def resolve_config(model_name: str, **kwargs: Any) -> ResolvedConfig:
+    """The model class and frozen config ``create_model(model_name, **kwargs)`` would build, without building it
+    (the variant's arguments merged with ``kwargs`` and checked; no module, no weights). Milliseconds for any depth."""
+    token = _CONFIG_ONLY.set(True)
+    try:
+        out = create_model(model_name, **kwargs)
+    finally:
+        _CONFIG_ONLY.reset(token)
+    if not isinstance(out, ResolvedConfig):  # an entrypoint that does not go through build_model_with_cfg
+        raise TypeError(f"{model_name!r}: its entrypoint built a {type(out).__name__} instead of resolving its config")
+    return out

@@ -108,7 +108,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .theory import predict
+    from .diagnostics import predict
 
     over = {k: v for k, v in (("depth", args.depth), ("embed_dim", args.embed_dim)) if v is not None}
     if args.post_ln:
@@ -173,7 +173,7 @@ def cmd_eval_lm(args: argparse.Namespace) -> int:
 
     from . import create_model, get_tokenizer
     from .data import load_text_data
-    from .evals.lm import evaluate_lm, lm_task_for, text_file_data, unigram_log_probs
+    from .train.lm_eval import evaluate_lm, lm_task_for, text_file_data, unigram_log_probs
 
     model = create_model(args.model, pretrained=True, dtype="float32")  # fp32 compute whatever the storage dtype
     lm_task_for(model)  # ValueError for a model without a language-model head, before any data is read
@@ -349,7 +349,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_data_r_emb(args: argparse.Namespace) -> int:
     from .data import load_text_data
-    from .evals.lm import corpus_r_emb
+    from .train.lm_eval import corpus_r_emb
 
     mean, values = corpus_r_emb(args.model, load_text_data(args.name, tokenizer=args.tokenizer), seeds=args.seeds,
                                 windows=args.windows, seq_len=args.seq_len)

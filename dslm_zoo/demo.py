@@ -57,13 +57,47 @@ def run_demo() -> None:
             n = sum(p.numel() for p in model.parameters())
             rows.append([family, name, f"{n / 1e6:.2f}M", model.depth, model.cfg.init, device, f"{build:.2f}s", out])
     print(_table(rows, ["family", "model", "params", "depth", "init", "device", "build", "forward"]))
+    _pretrained_demo()
     _signal_demo()
     _train_demo()
 
 
+# A sentence of the text-en test split (tests/data/text_en_test_janeausten.txt: Emma, chapter 15, public domain).
+_HELD_OUT = "Mr. Woodhouse was soon ready for his tea; and when he had drank his tea he was quite ready to go home"
+
+
+def _pretrained_demo() -> None:
+    """The released text models at work on a held-out sentence: masked words filled in, a continuation sampled."""
+    from . import get_pretrained_cfg, get_tokenizer
+    from .models import GPT, Bert
+
+    names = [n for n in list_pretrained() if get_pretrained_cfg(n).tokenizer]
+    if not names:
+        print("\nreleased text weights: none yet")
+        return
+    print(f"\nreleased text weights ({len(names)}), on a held-out sentence of the test split (their cards have the perplexities):")
+    for name in names:
+        model = create_model(name, pretrained=True).eval()
+        tok = get_tokenizer(name)
+        if isinstance(model, Bert) and model.cfg.head == "mlm":
+            masked = _HELD_OUT.replace("his tea;", "his [MASK];").replace("had drank", "had [MASK]")
+            ids = [tok.token_to_id("[CLS]")] + tok.encode(masked, add_special_tokens=False).ids + [tok.token_to_id("[SEP]")]
+            x = torch.tensor([ids])
+            with torch.no_grad():
+                logits = model(x)[0]
+            mask = tok.token_to_id("[MASK]")
+            fills = [[tok.id_to_token(j) for j in logits[i].topk(3).indices.tolist()] for i, t in enumerate(ids) if t == mask]
+            print(f"  {name}: {masked!r}\n    top-3 per [MASK] (true: 'tea', 'drank'): {fills}")
+        elif isinstance(model, GPT):
+            prompt = " ".join(_HELD_OUT.split()[:7])
+            x = torch.tensor([tok.encode(prompt, add_special_tokens=False).ids])
+            out = model.generate(x, 24, temperature=0.8, top_k=40, generator=torch.Generator().manual_seed(0))
+            print(f"  {name}: {prompt!r} -> {tok.decode(out[0, x.shape[1]:].tolist())!r}")
+
+
 def _signal_demo() -> None:
     """"Will my 1000-layer config train?": the theory's answer for Xavier vs DSLM, Pre-LN and Post-LN."""
-    from .theory import predict
+    from .diagnostics import predict
 
     print("\nsignal propagation at init, predicted (dslm_bert_1000L, seq 128): last-layer forward variance and")
     print("input/output gradient-variance ratio; `dslm-zoo signal NAME` measures it and draws the figure")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -39,7 +39,8 @@ from .theory.recipe import (
     dslm_residual_scales,
 )
 
-__all__ = ["SCHEMES", "InitRule", "StackPlan", "InitRecord", "init_model", "set_scales", "stack_sublayer_specs"]
+__all__ = ["SCHEMES", "InitRule", "StackPlan", "InitRecord", "init_model", "set_scales", "stack_sublayer_specs",
+           "StackContext", "stack_scales", "stack_stds"]
 
 SCHEMES = ("dslm", "xavier", "deepnorm", "megatron", "skip")
 _STD_002 = 0.02  # BERT / Megatron convention
@@ -123,26 +124,93 @@ def stack_sublayer_specs(stack: Transformer, memory_corr: float | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Each scheme's depth-dependent constants, from specs alone: the module walk below and the theory's config path
+# (``dslm_zoo.diagnostics.predict``, which never builds the 1000 layers) both read them here.
+
+StdFn = Callable[[int, str, int, int], float]  # (sub-layer index, role, fan_in, fan_out) -> std
+
+
+@dataclass(frozen=True)
+class StackContext:
+    """What a scheme sees of one stack: its sub-layers in forward order, its depth and role, the depths of the
+    model's encoder and decoder stacks (DeepNorm) and the token correlation entering it (DSLM)."""
+
+    specs: tuple[SublayerSpec, ...]
+    depth: int
+    role: str
+    norm_first: bool
+    r_in: float
+    n_enc: int
+    n_dec: int
+
+    @property
+    def num_sublayers(self) -> int:
+        return len(self.specs)
+
+
+def stack_scales(scheme: str, ctx: StackContext, dslm_k: float) -> tuple[float, float]:
+    """The scheme's residual (lambda, beta) of a stack: DSLM beta^2 = k / N_sub, DeepNorm (alpha, 1), else (1, 1)."""
+    if scheme == "dslm":
+        return dslm_residual_scales(ctx.num_sublayers, dslm_k)
+    if scheme == "deepnorm":
+        if ctx.norm_first:
+            raise ValueError("'deepnorm' is defined for Post-LN stacks: build the model with norm_first=False")
+        return deepnorm_constants(ctx.n_enc, ctx.n_dec, ctx.role)[0], 1.0
+    return 1.0, 1.0
+
+
+def stack_stds(scheme: str, ctx: StackContext, *, dslm_k: float, drop: float, attn_drop: float) -> tuple[StdFn, float]:
+    """The scheme's projection std per (sub-layer, role in q k v o fc1 fc2, fans) of a stack, and the stream
+    correlation leaving the stack (DSLM: from the forward recursion; it feeds the cross-attention of a decoder
+    reading this stack; other schemes return nan)."""
+    if scheme == "dslm":
+        gains, corrs = dslm_attention_schedule(list(ctx.specs), ctx.r_in, ctx.num_sublayers, dslm_k, drop, attn_drop)
+        d = ctx.specs[0].dim
+        specs = ctx.specs
+
+        def dslm_std(i: int, role: str, fan_in: int, fan_out: int) -> float:
+            if role in ("q", "k"):
+                return 1.0 / math.sqrt(d)
+            if role in ("v", "o"):
+                return math.sqrt(math.sqrt(gains[i]) / d)
+            return math.sqrt(dslm_ffn_var(d, specs[i].hidden_dim, drop, specs[i].act))
+
+        return dslm_std, corrs[-1]
+    if scheme == "xavier":
+        return (lambda i, role, fi, fo: _xavier(fi, fo)), float("nan")
+    if scheme == "deepnorm":
+        beta = deepnorm_constants(ctx.n_enc, ctx.n_dec, ctx.role)[1]
+        scaled = ("v", "o", "fc1", "fc2")
+        return (lambda i, role, fi, fo: _xavier(fi, fo, beta if role in scaled else 1.0)), float("nan")
+    if scheme == "megatron":
+        out_std = _STD_002 / math.sqrt(2 * ctx.depth)
+        return (lambda i, role, fi, fo: out_std if role in ("o", "fc2") else _STD_002), float("nan")
+    raise ValueError(f"scheme {scheme!r} draws no projections")
+
+
+def _contexts(model: nn.Module, memory_corr: dict[int, float] | None = None) -> Iterator[tuple[StackPlan, StackContext]]:
+    """Every stack of a model with its :class:`StackContext`, in plan order. ``memory_corr`` maps id(memory stack)
+    to the correlation leaving it, for cross-attention specs: the caller fills it while iterating (a memory stack
+    comes before the stack that reads it)."""
+    plans: list[StackPlan] = model.stack_plans()
+    n_enc = sum(p.stack.depth for p in plans if p.role == "encoder")
+    n_dec = sum(p.stack.depth for p in plans if p.role == "decoder")
+    for plan in plans:
+        mem = None if plan.memory is None or memory_corr is None else memory_corr.get(id(plan.memory))
+        specs = tuple(stack_sublayer_specs(plan.stack, mem))
+        yield plan, StackContext(specs, plan.stack.depth, plan.role, plan.stack.norm_first, plan.r_in, n_enc, n_dec)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Fixed scalars: residual lambda/beta and the tied-logit scale.
 
 
 def set_scales(model: nn.Module, scheme: str) -> None:
     """Set the scheme's fixed scalars: every ``Residual``'s (lambda, beta), every LM head's logit scale and the
     scale of fixed sinusoidal position tables."""
-    plans: list[StackPlan] = model.stack_plans()
-    n_enc = sum(p.stack.depth for p in plans if p.role == "encoder")
-    n_dec = sum(p.stack.depth for p in plans if p.role == "decoder")
-    for plan in plans:
-        stack = plan.stack
-        if scheme == "dslm":
-            lam, beta = dslm_residual_scales(stack.num_sublayers, model.cfg.dslm_k)
-        elif scheme == "deepnorm":
-            if stack.norm_first:
-                raise ValueError("'deepnorm' is defined for Post-LN stacks: build the model with norm_first=False")
-            lam, beta = deepnorm_constants(n_enc, n_dec, plan.role)[0], 1.0
-        else:
-            lam, beta = 1.0, 1.0
-        for res in stack.residuals():
+    for plan, ctx in _contexts(model):
+        lam, beta = stack_scales(scheme, ctx, model.cfg.dslm_k)
+        for res in plan.stack.residuals():
             res.set_scales(lam, beta)
     p = model.cfg.drop_rate
     for m in model.modules():
@@ -190,9 +258,6 @@ def _norm(rec: InitRecord) -> tuple[type, Handler]:
 def _zero_rel_bias(rec: InitRecord) -> tuple[type, Handler]:
     # zero relative bias = position-free logits at init, which is what every scheme's logit variance assumes
     return (RelativePositionBias, lambda m: rec.const(m.bias.weight, 0.0, "relative position bias"))
-
-
-StdFn = Callable[[int, str, int, int], float]  # (sub-layer index, role, fan_in, fan_out) -> std
 
 
 def _init_stack(rec: InitRecord, stack: Transformer, std_of: StdFn, why: str) -> None:
@@ -289,23 +354,9 @@ def init_dslm(model: nn.Module, rec: InitRecord) -> None:
     cfg = model.cfg
     p = cfg.drop_rate
     out_corr: dict[int, float] = {}
-    for plan in model.stack_plans():
-        stack = plan.stack
-        mem_corr = None if plan.memory is None else out_corr[id(plan.memory)]
-        gains, corrs = dslm_attention_schedule(
-            stack_sublayer_specs(stack, mem_corr), plan.r_in, stack.num_sublayers, cfg.dslm_k, p, cfg.attn_drop_rate
-        )
-        out_corr[id(stack)] = corrs[-1]
-        d, branches = stack.dim, [r.branch for r in stack.residuals()]
-
-        def std_of(i: int, role: str, fan_in: int, fan_out: int, gains=gains, d=d, branches=branches) -> float:
-            if role in ("q", "k"):
-                return 1.0 / math.sqrt(d)
-            if role in ("v", "o"):
-                return math.sqrt(math.sqrt(gains[i]) / d)
-            return math.sqrt(dslm_ffn_var(d, branches[i].fc1.out_features, p, branches[i].act_name))
-
-        _init_stack(rec, stack, std_of, "dslm")
+    for plan, ctx in _contexts(model, out_corr):  # plan order: a memory stack comes before its reader
+        std_of, out_corr[id(plan.stack)] = stack_stds("dslm", ctx, dslm_k=cfg.dslm_k, drop=p, attn_drop=cfg.attn_drop_rate)
+        _init_stack(rec, plan.stack, std_of, "dslm")
 
     def tokens(m: TokenEmbedding) -> None:
         std = math.sqrt(dslm_embedding_var(m.num_tables, p))
@@ -344,41 +395,31 @@ def init_dslm(model: nn.Module, rec: InitRecord) -> None:
     )
 
 
+def _stack_handler(rec: InitRecord, model: nn.Module, scheme: str) -> tuple[type, Handler]:
+    """Walk handler drawing each stack with the scheme's :func:`stack_stds` (schemes without a memory coupling;
+    stacks are drawn where the walk meets them, so the draw order is the module order)."""
+    cfg = model.cfg
+    stds = {id(plan.stack): stack_stds(scheme, ctx, dslm_k=cfg.dslm_k, drop=cfg.drop_rate, attn_drop=cfg.attn_drop_rate)[0]
+            for plan, ctx in _contexts(model)}
+    return (Transformer, lambda s: _init_stack(rec, s, stds[id(s)], scheme))
+
+
 def init_xavier(model: nn.Module, rec: InitRecord) -> None:
     """The authors' baseline: Xavier-normal for every projection (W_Q, W_K, W_V as separate d x d matrices),
     embedding tables N(0, 0.02^2), LayerNorm 1/0, biases 0, lambda = beta = 1."""
-    _walk(
-        model,
-        [(Transformer, lambda s: _init_stack(rec, s, lambda i, role, fi, fo: _xavier(fi, fo), "xavier"))]
-        + _baseline_inputs_and_heads(rec, _xavier_std, "xavier"),
-    )
+    _walk(model, [_stack_handler(rec, model, "xavier")] + _baseline_inputs_and_heads(rec, _xavier_std, "xavier"))
 
 
 def init_deepnorm(model: nn.Module, rec: InitRecord) -> None:
     """DeepNet (Wang et al. 2022): Post-LN x <- LN(alpha x + F(x)); Xavier-normal everywhere, with W_V, W_O, FFN
     W1 and W2 scaled by the stack's beta (cross-attention's too). Embeddings and heads are not scaled."""
-    plans = model.stack_plans()
-    n_enc = sum(p.stack.depth for p in plans if p.role == "encoder")
-    n_dec = sum(p.stack.depth for p in plans if p.role == "decoder")
-    role_of = {id(p.stack): p.role for p in plans}
-
-    def stack(s: Transformer) -> None:
-        beta = deepnorm_constants(n_enc, n_dec, role_of[id(s)])[1]
-        scaled = ("v", "o", "fc1", "fc2")
-        _init_stack(rec, s, lambda i, role, fi, fo: _xavier(fi, fo, beta if role in scaled else 1.0), "deepnorm")
-
-    _walk(model, [(Transformer, stack)] + _baseline_inputs_and_heads(rec, _xavier_std, "deepnorm"))
+    _walk(model, [_stack_handler(rec, model, "deepnorm")] + _baseline_inputs_and_heads(rec, _xavier_std, "deepnorm"))
 
 
 def init_megatron(model: nn.Module, rec: InitRecord) -> None:
     """Megatron-LM / GPT-2 scaled init: N(0, 0.02^2) everywhere, output projections (W_O, FFN W2) of a stack of n
     layers N(0, (0.02/sqrt(2n))^2); LayerNorm 1/0, biases 0."""
-
-    def stack(s: Transformer) -> None:
-        out_std = _STD_002 / math.sqrt(2 * s.depth)
-        _init_stack(rec, s, lambda i, role, fi, fo: out_std if role in ("o", "fc2") else _STD_002, "megatron")
-
-    _walk(model, [(Transformer, stack)] + _baseline_inputs_and_heads(rec, lambda lin: _STD_002, "megatron"))
+    _walk(model, [_stack_handler(rec, model, "megatron")] + _baseline_inputs_and_heads(rec, lambda lin: _STD_002, "megatron"))
 
 
 def init_skip(model: nn.Module, rec: InitRecord) -> None:

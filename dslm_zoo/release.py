@@ -58,7 +58,7 @@ def _lm_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], 
     from tqdm import tqdm
 
     from .data import load_text_data
-    from .evals.lm import evaluate_lm, text_file_data, unigram_log_probs
+    from .train.lm_eval import evaluate_lm, text_file_data, unigram_log_probs
 
     data_name = recipe["data"]["name"]
     kw = dict(recipe["data"]["kwargs"])

@@ -1,4 +1,4 @@
-"""dslm_zoo.diagnostics: SignalMonitor hooks, measurement, and theory (dslm_zoo.theory.predict) vs measurement.
+"""dslm_zoo.diagnostics: SignalMonitor hooks, measurement, and theory (dslm_zoo.diagnostics.predict) vs measurement.
 
 The measurement follows the authors' protocol: a training-mode forward on a batch, loss = sum(out * G) with
 G ~ N(0, 1) i.i.d., one backward. Single models fluctuate around the theory by ~2/sqrt(d) per layer (the cross
@@ -25,7 +25,7 @@ from dslm_zoo.diagnostics import (
     predict_and_measure,
     predict_vs_measure,
 )
-from dslm_zoo.theory.predict import predict
+from dslm_zoo.diagnostics import predict
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

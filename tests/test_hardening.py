@@ -221,7 +221,7 @@ def test_cli_is_quiet_when_its_reader_goes_away(monkeypatch, capsys):
     (dict(batch_size=0), r"batch_size must be a positive integer"),
 ])
 def test_predict_validates_its_arguments(kwargs, match):
-    from dslm_zoo.theory import predict
+    from dslm_zoo.diagnostics import predict
 
     with pytest.raises(ValueError, match=match):
         predict("dslm_bert_tiny", **kwargs)
@@ -229,7 +229,7 @@ def test_predict_validates_its_arguments(kwargs, match):
 
 def test_prediction_verdict_and_the_predict_command(capsys):
     from dslm_zoo.cli import main
-    from dslm_zoo.theory import predict
+    from dslm_zoo.diagnostics import predict
 
     good = predict("dslm_bert_tiny", 64, depth=48, init="dslm", norm_first=False)
     bad = predict("dslm_bert_tiny", 64, depth=48, init="xavier", norm_first=False)

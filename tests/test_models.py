@@ -224,3 +224,22 @@ def test_bert_masked_positions_gives_the_same_logits_as_the_full_head():
         m(x, masked_positions=sel.long())
     with pytest.raises(ValueError, match="needs head='mlm'"):
         dslm_zoo.create_model("dslm_bert_tiny", depth=1, head="qa")(x, masked_positions=sel)
+
+
+def test_gpt_generate_greedy_top_k_and_bad_arguments():
+    torch.manual_seed(0)
+    m = dslm_zoo.create_model("dslm_gpt_tiny", drop_rate=0.0, max_seq_len=16).train()
+    x = torch.randint(5, m.cfg.vocab_size, (2, 6))
+    greedy = m.generate(x, 20, temperature=0)  # runs past max_seq_len: the context is cut to the last 16 tokens
+    assert greedy.shape == (2, 26) and torch.equal(greedy[:, :6], x)
+    assert m.training  # generate() leaves the mode as it found it
+    logits = m.eval()(greedy[:, -17:-1])[:, -1]
+    assert torch.equal(greedy[:, -1], logits.argmax(-1))
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(m.generate(x, 5, top_k=1, generator=g), greedy[:, :11])  # top-1 sampling is greedy
+    a = m.generate(x, 5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, m.generate(x, 5, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="batch, tokens"):
+        m.generate(x[0], 3)
+    with pytest.raises(ValueError, match="top_k"):
+        m.generate(x, 3, top_k=0)

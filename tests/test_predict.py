@@ -1,4 +1,4 @@
-"""dslm_zoo.theory.predict: the whole-model signal-propagation recursion (no measurement here; the comparison
+"""dslm_zoo.diagnostics.predict over dslm_zoo.theory.signal: the whole-model signal-propagation recursion (no measurement here; the comparison
 with real forward/backward passes is in tests/test_diagnostics.py)."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 
 import dslm_zoo
 from dslm_zoo.models.text import BertConfig
-from dslm_zoo.theory.predict import (
+from dslm_zoo.diagnostics import predict
+from dslm_zoo.theory.signal import (
     SignalPrediction,
     SignalTable,
     attention_moments,
-    predict,
     softmax_sq_mass,
     token_correlation,
 )
@@ -87,6 +87,38 @@ def test_schemes_behave_as_the_paper_says():
         assert math.exp(-2) < d.grad_ratio() < 1.0
 
 
+def _small(name: str) -> dict:
+    cls, _ = dslm_zoo._builder.resolve_config(name, device="meta")
+    return {f: 2 + i for i, f in enumerate(cls.stack_depth_fields)}  # depth 2 (and decoder depth 3): fast to build
+
+
+@pytest.mark.parametrize("name", dslm_zoo.list_models())
+@pytest.mark.parametrize("init", ["dslm", "xavier", "megatron", "deepnorm"])
+def test_the_config_path_equals_the_full_meta_build(name, init):
+    """predict(name) reads one block and repeats it with the scheme's depth-dependent constants; the rows are
+    those of building every layer on the meta device and reading its init rules, exactly."""
+    kw = dict(_small(name), init=init, **({"norm_first": False} if init == "deepnorm" else {}))
+    fast, full = predict(name, **kw), predict(name, _fast=False, **kw)
+    assert fast.meta == full.meta and fast.kind == full.kind and fast.block == full.block
+    for col in ("fwd_var", "fwd_corr", "grad_var", "grad_corr", "wgrad_norm", "sum_var"):
+        np.testing.assert_array_equal(getattr(fast, col), getattr(full, col), err_msg=col)
+
+
+def test_the_config_path_builds_one_block_per_stack(monkeypatch):
+    from dslm_zoo.layers import Transformer
+
+    built = []
+    orig = Transformer.__init__
+
+    def spy(self, depth, *a, **k):
+        built.append(depth)
+        orig(self, depth, *a, **k)
+
+    monkeypatch.setattr(Transformer, "__init__", spy)
+    p = predict("dslm_st_tiny", depth=300, decoder_depth=100)
+    assert built == [1, 1] and p.meta["depth"] == 400
+
+
 def test_1000_layers_from_a_config_is_fast():
     """A benchmark print, not a timing assertion (benchmarks/predict_speed.py has the full table)."""
     model = dslm_zoo.create_model("dslm_gpt_1000L", device="meta")
@@ -148,7 +180,7 @@ def test_pair_bins_keep_the_causal_pair_sums(L):
     """Per-pair bins (one per position up to 64, geometric beyond) must reproduce the exact pair means."""
     import importlib
 
-    P = importlib.import_module("dslm_zoo.theory.predict")
+    P = importlib.import_module("dslm_zoo.theory.signal")
     pc = P._PairCov(L)
     assert pc.n.sum() == L and len(pc.n) <= 64
     assert pc.w.sum() == pytest.approx(1.0)

@@ -59,7 +59,7 @@ def test_release_loads_by_name_and_matches_golden_logits(name):
 
 @pytest.mark.parametrize("name", [n for n in RELEASED if dslm_zoo.get_pretrained_cfg(n).tokenizer])
 def test_release_reproduces_its_card_metric_on_the_committed_slice(name):
-    from dslm_zoo.evals.lm import evaluate_lm, text_file_data
+    from dslm_zoo.train.lm_eval import evaluate_lm, text_file_data
 
     cfg = dslm_zoo.get_pretrained_cfg(name)
     (key, want), = [(k, v) for k, v in cfg.metrics.items() if k.endswith(":test-slice")]
@@ -152,7 +152,7 @@ def test_eval_lm_command_reproduces_the_release_metrics(tiny_run, tmp_path, caps
     want = entry["metrics"]["toy_text:test"]
     assert got["loss"] == pytest.approx(want["loss"], rel=1e-6) and got["unigram_ppl"] == pytest.approx(want["unigram_ppl"])
     # a model without a language-model head is refused before any data is read
-    from dslm_zoo.evals.lm import lm_task_for
+    from dslm_zoo.train.lm_eval import lm_task_for
 
     with pytest.raises(ValueError, match="language-model head|head='mlm'"):
         lm_task_for(dslm_zoo.create_model("dslm_vit_tiny", device="meta"))

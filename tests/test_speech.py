@@ -405,7 +405,7 @@ def test_dslm_keeps_the_residual_variance_near_one_in_encoder_and_decoder(norm_f
 @pytest.mark.parametrize("init,norm_first", [("dslm", True), ("dslm", False), ("xavier", True)])
 def test_theory_predicts_the_gradient_the_encoder_gets_through_cross_attention(init, norm_first):
     """The loss sits on the decoder; the encoder's only gradient arrives through the decoder's cross-attention
-    layers (``dslm_zoo.theory.predict``: value and key paths, summed over layers). Encoder 8 + decoder 4 layers,
+    layers (``dslm_zoo.diagnostics.predict``: value and key paths, summed over layers). Encoder 8 + decoder 4 layers,
     d=256, 75 source / 32 target tokens, 8 seeds averaged. Reached (pred/meas; encoder-input gradient, whole-model
     gradient ratio; max forward error): dslm Pre-LN 0.942, 1.017, 4.2% | dslm Post-LN 1.041, 1.002, 0.0% |
     xavier Pre-LN 0.938, 1.000, 6.5% (the Xavier decoder's first two causal self-attention layers, over a

@@ -17,6 +17,7 @@ from .text import (
     prepare,
     register_text_source,
 )
+from . import catalog  # noqa: E402,F401  (registers the prepared data sets)
 
 __all__ = ["DataNotFoundError", "TextData", "TokenBlocks", "data_root", "list_text_sources", "load_text_data",
            "prepare", "register_text_source"]

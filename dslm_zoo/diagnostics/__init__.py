@@ -1,6 +1,7 @@
 """Signal-propagation diagnostics: measure per-sub-layer statistics on real batches and compare them with
-``dslm_zoo.theory.predict`` (Kedia et al. 2024, arXiv:2403.09635, the authors' measurement protocol)."""
-from ..theory.predict import SignalPrediction, SignalTable, measure_embedding, measure_r_emb, predict, token_correlation
+``dslm_zoo.diagnostics.predict`` (the recursion of ``dslm_zoo.theory.signal``) (Kedia et al. 2024, arXiv:2403.09635, the authors' measurement protocol)."""
+from ..theory.signal import SignalPrediction, SignalTable, token_correlation
+from .predict import measure_embedding, measure_r_emb, predict
 from .compare import (
     Comparison, SignalMeasurement, across_models, average_pairs, compare, measure, measure_many, predict_and_measure,
     predict_vs_measure,

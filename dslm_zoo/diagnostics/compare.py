@@ -1,4 +1,4 @@
-"""Measure signal propagation on real batches and compare it with :func:`dslm_zoo.theory.predict`.
+"""Measure signal propagation on real batches and compare it with :func:`dslm_zoo.diagnostics.predict`.
 
 The protocol is the authors' (Kedia et al. 2024, Sec. 6 of ``shared/spec/dslm.md``): a training-mode forward on
 a real batch, an upstream gradient G with i.i.d. N(0, 1) entries injected as ``loss = sum(out * G)`` at the
@@ -10,48 +10,20 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from ..theory.predict import _FLOAT_COLUMNS, SignalPrediction, SignalTable, _call, _nanmean
-from .hooks import SignalMonitor, _first_tensor
+from ..theory.signal import _FLOAT_COLUMNS, SignalPrediction, SignalTable
+from .predict import _call, measure_embedding, predict
+from .hooks import SignalMeasurement, SignalMonitor, _first_tensor
 
 __all__ = [
     "SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "predict_vs_measure", "predict_and_measure",
     "average_pairs", "across_models",
 ]
-
-
-@dataclass
-class SignalMeasurement(SignalTable):
-    """Measured :class:`SignalTable`; ``wgrad_branch`` is the gradient norm of every branch parameter, and for
-    an average over models ``spread`` holds the per-row standard deviation of each column across them."""
-
-    wgrad_branch: list[float] = field(default_factory=list)
-    spread: dict[str, list[float]] = field(default_factory=dict)
-    n_models: int = 1
-
-    @classmethod
-    def average(cls, items: Sequence["SignalMeasurement"]) -> "SignalMeasurement":
-        """Row-wise mean over measurements of one architecture (e.g. several init seeds), plus the per-row
-        standard deviation of each column across them in ``spread``."""
-        items = list(items)
-        avg = super().mean(items)  # checks the row layouts and averages the shared columns
-        avg.wgrad_branch = [_nanmean([m.wgrad_branch[i] for m in items]) for i in range(len(avg))]
-
-        def sd(col: str) -> list[float]:
-            out = []
-            for i in range(len(avg)):
-                v = [getattr(m, col)[i] for m in items if math.isfinite(getattr(m, col)[i])]
-                out.append(statistics.stdev(v) if len(v) > 1 else float("nan"))
-            return out
-
-        avg.spread = {c: sd(c) for c in _FLOAT_COLUMNS}
-        avg.n_models = len(items)
-        return avg
 
 
 def measure(
@@ -245,7 +217,6 @@ def predict_and_measure(
     token correlation before dropout); the measurement is :func:`measure` on the same batch. Yields
     ``(prediction, measurement)`` per model, one model in memory at a time.
     """
-    from ..theory.predict import measure_embedding, predict
 
     seeds = range(seeds) if isinstance(seeds, int) else seeds
     first = _first_tensor(batch)

@@ -2,7 +2,7 @@
 
 For every residual-stream point of a model (each stack's input and every residual sub-layer's output) the
 monitor records, per forward pass, the variance of the stream (``torch.var``) and its token correlation
-(:func:`dslm_zoo.theory.predict.token_correlation`), and, through tensor hooks on the same tensors, the
+(:func:`dslm_zoo.theory.signal.token_correlation`), and, through tensor hooks on the same tensors, the
 variance and token correlation of the gradient that reaches them in the next backward. After a backward the
 weight-gradient norms of each sub-layer's output projection (attention W_O, FFN W2) and of its whole branch are
 read from ``.grad``. The statistics are kept as 0-dim tensors (no host sync inside the hooks), nothing else is
@@ -13,13 +13,46 @@ Works on dslm_zoo models (every ``Residual`` of every stack in ``stack_plans()``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["ResidualPoint", "residual_points", "SignalMonitor"]
+from ..theory.signal import _FLOAT_COLUMNS, SignalTable, _nanmean
+
+__all__ = ["ResidualPoint", "residual_points", "SignalMonitor", "SignalMeasurement"]
+
+
+@dataclass
+class SignalMeasurement(SignalTable):
+    """Measured :class:`SignalTable`; ``wgrad_branch`` is the gradient norm of every branch parameter, and for
+    an average over models ``spread`` holds the per-row standard deviation of each column across them."""
+
+    wgrad_branch: list[float] = field(default_factory=list)
+    spread: dict[str, list[float]] = field(default_factory=dict)
+    n_models: int = 1
+
+    @classmethod
+    def average(cls, items: Sequence["SignalMeasurement"]) -> "SignalMeasurement":
+        """Row-wise mean over measurements of one architecture (e.g. several init seeds), plus the per-row
+        standard deviation of each column across them in ``spread``."""
+        items = list(items)
+        avg = super().mean(items)  # checks the row layouts and averages the shared columns
+        avg.wgrad_branch = [_nanmean([m.wgrad_branch[i] for m in items]) for i in range(len(avg))]
+
+        def sd(col: str) -> list[float]:
+            out = []
+            for i in range(len(avg)):
+                v = [getattr(m, col)[i] for m in items if math.isfinite(getattr(m, col)[i])]
+                out.append(statistics.stdev(v) if len(v) > 1 else float("nan"))
+            return out
+
+        avg.spread = {c: sd(c) for c in _FLOAT_COLUMNS}
+        avg.n_models = len(items)
+        return avg
 
 
 @dataclass
@@ -103,7 +136,7 @@ class SignalMonitor:
         with SignalMonitor(model) as mon:
             out = model.forward_features(x)
             (out * torch.randn_like(out)).sum().backward()
-        table = mon.table()          # a SignalMeasurement (same rows as dslm_zoo.theory.predict)
+        table = mon.table()          # a SignalMeasurement (same rows as dslm_zoo.diagnostics.predict)
 
     ``grad=False`` skips the tensor hooks; ``enabled`` toggles everything (hooks stay registered but return at
     once). ``remove()`` (or leaving the ``with`` block) detaches the hooks. Under gradient checkpointing the
@@ -192,8 +225,6 @@ class SignalMonitor:
 
     def table(self, meta: dict[str, Any] | None = None):
         """The last forward/backward as a :class:`~dslm_zoo.diagnostics.compare.SignalMeasurement`."""
-        from .compare import SignalMeasurement
-
         nan = float("nan")
         fv = [nan if s is None else float(s[0]) for s in self._fwd]
         fc = [nan if s is None else float(s[1]) for s in self._fwd]

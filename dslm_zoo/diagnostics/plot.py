@@ -6,7 +6,7 @@ import math
 import os
 from typing import Mapping
 
-from ..theory.predict import SignalTable
+from ..theory.signal import SignalTable
 
 __all__ = ["per_layer", "plot_signal_figure"]
 

@@ -22,7 +22,7 @@ class TransformerConfig(ConfigBase):
     """Fields every family shares. ``norm_first`` = Pre-LN (PyTorch's name).
 
     ``dslm_r_emb`` is the token correlation of the summed embedding tables on the training data (Kedia et al.
-    2024, Sec. 4 step 4; measure it with ``dslm_zoo.theory.measure_r_emb``); ``dslm_seq_len`` is the length the
+    2024, Sec. 4 step 4; measure it with ``dslm_zoo.diagnostics.measure_r_emb``); ``dslm_seq_len`` is the length the
     finite-L rule assumes (default: the model's context length).
     """
 
@@ -74,6 +74,9 @@ class TransformerConfig(ConfigBase):
 
 class StackModel(ZooModel):
     """timm's model surface over the ``Transformer`` stacks a family holds."""
+
+    # the config fields holding each stack's depth, in ``stack_plans()`` order (the theory's config path reads them)
+    stack_depth_fields: ClassVar[tuple[str, ...]] = ("depth",)
 
     def stacks(self) -> list[Transformer]:
         return [m for m in self.modules() if isinstance(m, Transformer)]

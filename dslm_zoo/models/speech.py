@@ -313,6 +313,7 @@ class SpeechTranslationModel(StackModel):
     """
 
     config_class = SpeechTranslationConfig
+    stack_depth_fields = ("depth", "decoder_depth")  # encoder, decoder (stack_plans order)
 
     def __init__(self, cfg: SpeechTranslationConfig, *, device=None, dtype=None):
         super().__init__()

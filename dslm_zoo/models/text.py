@@ -180,6 +180,43 @@ class GPT(_TextModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
 
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``input_ids`` (B, N) by ``max_new_tokens`` tokens, sampling from the softmax of the logits /
+        ``temperature`` restricted to the ``top_k`` most likely (``temperature=0``: greedy). The context is cut to
+        the last ``max_seq_len`` tokens (learned positions end there). Returns (B, N + max_new_tokens)."""
+        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
+            raise ValueError(f"input_ids must be (batch, tokens) with at least one token, got {tuple(input_ids.shape)}")
+        if max_new_tokens < 0 or temperature < 0 or (top_k is not None and top_k < 1):
+            raise ValueError(f"need max_new_tokens >= 0, temperature >= 0, top_k >= 1; got {max_new_tokens}, "
+                             f"{temperature}, {top_k}")
+        was = self.training
+        self.eval()
+        ids = input_ids
+        try:
+            for _ in range(max_new_tokens):
+                logits = self(ids[:, -self.cfg.max_seq_len :])[:, -1].float()
+                if temperature == 0:
+                    nxt = logits.argmax(-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+                ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
+        finally:
+            self.train(was)
+        return ids
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registered variants. The 12L-1024D / 48L-512D / 192L-256D / 768L-128D ladder keeps 12 n d^2 (the block

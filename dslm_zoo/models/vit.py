@@ -33,7 +33,7 @@ class ViTConfig(TransformerConfig):
     num_classes: int = 1000
     class_token: bool = True
     global_pool: str = "token"  # 'token' | 'avg'
-    # measured on normalised natural-image patches at init (dslm_zoo.theory.measure_r_emb); data dependent
+    # measured on normalised natural-image patches at init (dslm_zoo.diagnostics.measure_r_emb); data dependent
     dslm_r_emb: float = 0.2
 
     bounds: ClassVar[dict[str, tuple[Any, Any]]] = {

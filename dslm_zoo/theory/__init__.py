@@ -8,7 +8,8 @@
 from . import components, montecarlo, recipe
 from .components import *  # noqa: F401,F403  (the calculator: Moments, linear, relu, ..., propagate)
 from .components import __all__ as _components_all
-from .predict import SignalPrediction, measure_embedding, measure_r_emb, predict
+from . import signal
+from .signal import SignalPrediction, SignalTable, StackSpec, SubSpec, predict_specs, token_correlation
 from .recipe import (
     deepnorm_constants,
     dslm_attention_schedule,
@@ -18,6 +19,6 @@ from .recipe import (
 )
 
 __all__ = list(_components_all) + [
-    "SignalPrediction", "measure_embedding", "measure_r_emb", "predict", "components", "montecarlo", "recipe", "deepnorm_constants", "dslm_attention_schedule", "dslm_embedding_var",
+    "SignalPrediction", "SignalTable", "SubSpec", "StackSpec", "predict_specs", "token_correlation", "signal", "components", "montecarlo", "recipe", "deepnorm_constants", "dslm_attention_schedule", "dslm_embedding_var",
     "dslm_ffn_var", "dslm_residual_scales",
 ]

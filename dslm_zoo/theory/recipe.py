@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from .components import gelu_cross_moment, gelu_moments, relu_corr_map
-from .predict import attention_moments
+from .signal import attention_moments
 
 __all__ = [
     "dslm_residual_scales",
@@ -115,7 +115,7 @@ def attention_variance_bracket(r: float, seq_len: int, dim: int, logit_var: floa
     A = r + (1-r)^2 (L-1) s/(d L) + E[sum P^2] ((1-r) (1 + 4 (1-r) s / d) + r p_a) / (1 - p_a), with d the
     *input width* (checked by Monte Carlo: with d = d_k the bracket is 2x too large at r = 0) and the paper's
     e^{(1-r)s}/L replaced by the exact E[sum P^2], which stays accurate at short lengths where e^{(1-r)s}/L is
-    off by up to 2x. One implementation with ``predict``: :func:`dslm_zoo.theory.predict.attention_moments`.
+    off by up to 2x. One implementation with ``predict``: :func:`dslm_zoo.theory.signal.attention_moments`.
     """
     return attention_moments(r, seq_len, dim, logit_var, attn_drop)[0]
 
@@ -126,7 +126,7 @@ def attention_gain_and_corr(
     """(A, correlation of the output) of attention at unit input variance and unit logit variance.
 
     ``seq_len=None`` is the paper's large-L limit (A = r, output fully correlated). Otherwise (derived, see
-    :func:`dslm_zoo.theory.predict.attention_moments`): bidirectional: A from ``attention_variance_bracket``,
+    :func:`dslm_zoo.theory.signal.attention_moments`): bidirectional: A from ``attention_variance_bracket``,
     covariance C = r + ((1-r) + 2 (1-r)^2 / d) / L. Causal: position i attends to i tokens, so A is the mean
     over i of A(r, i); two positions i < j share the first i values with weights ~1/i and ~1/j, so their
     covariance is r + (1-r)/j (plus the 2 (1-r)^2 / d term) and the mean over pairs has

@@ -27,7 +27,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .trainer import read_metrics
+    from .rundir import read_metrics
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.jsonl").is_file():

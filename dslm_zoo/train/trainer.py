@@ -34,6 +34,7 @@ from .checkpoint import CheckpointManager, latest_checkpoint
 from .config import Recipe, RecipeError, apply_overrides, recipe_diff
 from .distributed import DistEnv, all_reduce_sum, setup_distributed, wrap_model
 from .optim import build_optimizer, build_scheduler, lr_factor
+from .rundir import read_metrics
 from .tasks import Task, build_task
 
 __all__ = ["Trainer", "TrainResult", "NonFiniteError", "RunDirError", "GlobalSampler", "read_metrics"]
@@ -84,14 +85,6 @@ class TrainResult:
     eval: dict[str, float]
     wall_time_s: float
     export_dir: Path | None
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _hardware(env: DistEnv) -> str:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..data.text import TextData, TokenBlocks
-from ..train.tasks import CausalLM, MaskedLM, Task
+from .tasks import CausalLM, MaskedLM, Task
 
 __all__ = ["LMResult", "lm_task_for", "evaluate_lm", "unigram_log_probs", "text_file_data", "corpus_r_emb"]
 
@@ -134,7 +134,7 @@ def corpus_r_emb(model_name: str, data: TextData, *, seeds: int = 10, windows: i
     and the per-seed values. The embedding tables' own draw makes the per-seed values spread (a shared token-type
     row adds a constant vector to every token), hence the mean."""
     from .. import create_model
-    from ..theory import measure_r_emb
+    from ..diagnostics import measure_r_emb
 
     if seeds < 1 or windows < 1 or seq_len < 2:
         raise ValueError(f"need seeds, windows >= 1 and seq_len >= 2; got {seeds}, {windows}, {seq_len}")
