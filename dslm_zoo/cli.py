@@ -19,17 +19,28 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered models (fnmatch filter)")
     p.add_argument("filter", nargs="?", default="", help="e.g. 'dslm_vit*'")
     p.add_argument("--pretrained", action="store_true", help="list released weights (arch.tag) instead")
+    p.add_argument("--metrics", action="store_true",
+                   help="with --pretrained: a markdown table of each release's parameters and card metrics")
     p.set_defaults(fn=cmd_list)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import list_models
+    from . import get_pretrained_cfg, list_models
 
     names = list_models(args.filter, pretrained=args.pretrained)
     if not names:
         print(f"no models match {args.filter!r}" + (" with released weights" if args.pretrained else ""), file=sys.stderr)
         return 1
-    print("\n".join(names))
+    if not (args.pretrained and args.metrics):
+        print("\n".join(names))
+        return 0
+    print("| weights | parameters | data:split | metric | value |\n|---|---:|---|---|---:|")
+    for name in names:
+        cfg = get_pretrained_cfg(name)
+        for data, ms in cfg.metrics.items():
+            for metric, value in ms.items():
+                v = f"{value:.4g}" if isinstance(value, float) else str(value)
+                print(f"| `{name}` | {cfg.num_params / 1e6:.2f}M | {data} | {metric} | {v} |")
     return 0
 
 

