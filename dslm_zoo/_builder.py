@@ -336,8 +336,10 @@ def build_model_with_cfg(
         dtype = _weights_float_dtype(weights)
 
     sd = load_state_dict(weights) if weights is not None else None
-    if sd is not None and not new_head and heads and has_num_classes and "num_classes" in kwargs:
-        # weights without a recorded num_classes (a user's checkpoint): compare the classifier tensors themselves
+    asked_head = (has_num_classes and "num_classes" in kwargs) or "head" in kwargs
+    if sd is not None and not new_head and heads and asked_head:
+        # weights without a recorded num_classes (a user's checkpoint), or another head type asked for (an MLM
+        # encoder fine-tuned for QA): compare the head tensors themselves
         new_head = _head_differs(model_cls(cfg, device="meta", dtype=dtype), sd, heads)  # type: ignore[call-arg]
     if sd is None:
         model = model_cls(cfg, device=device, dtype=dtype)  # type: ignore[call-arg]
@@ -347,8 +349,9 @@ def build_model_with_cfg(
         dropped = sorted(k for k in sd if _under(k, heads))
         head_keys = [k for k in model.state_dict() if _under(k, heads)]
         load_state_dict_into(model, {k: v for k, v in sd.items() if k not in dropped}, strict=True, ignore_missing=head_keys)
+        what = f"head={cfg.head!r}" if getattr(cfg, "head", None) not in (None, "cls") else f"num_classes={cfg.num_classes}"
         warnings.warn(
-            f"{pcfg.name}: classifier re-initialised for num_classes={cfg.num_classes}; dropped from the checkpoint: "
+            f"{pcfg.name}: classifier re-initialised for {what}; dropped from the checkpoint: "
             f"{_format_keys(dropped) or '(no classifier tensors)'}; every other tensor loaded strictly",
             stacklevel=3,
         )

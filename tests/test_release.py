@@ -124,6 +124,10 @@ def test_release_writes_the_hub_layout_card_golden_and_registry_entry(tiny_run, 
         assert model.cfg.vocab_size == entry["model_args"]["vocab_size"] and model.cfg.max_seq_len == 64
         gold = json.loads((tmp_path / "tests" / "golden" / f"{name}.json").read_text())
         torch.testing.assert_close(golden_logits(model), torch.tensor(gold["logits[:, :4, :8]"]))
+        # fine-tuning for another task: the MLM head is dropped and the QA head initialised, the trunk loads strictly
+        with pytest.warns(UserWarning, match=r"head='qa'.*'head.dense.weight'"):
+            qa = dslm_zoo.create_model("dslm_bert_tiny.toy_mlm_loadtest", pretrained=True, head="qa")
+        assert qa.cfg.head == "qa" and torch.equal(qa.embed.word.weight, model.embed.word.weight)
         # without pretrained=True the variant's own defaults apply (the release does not change the architecture)
         assert dslm_zoo.create_model("dslm_bert_tiny.toy_mlm_loadtest", device="meta").cfg.max_seq_len != 64
     finally:

@@ -255,16 +255,32 @@ class CausalLM(_TextTask):
         return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), reduction="sum")
 
 
+def _data_file(spec: str) -> Path:
+    """A data file named in a recipe: a path (``~`` expanded), else the same path under the data cache root
+    (``qa-facts/train-v2.0.json`` = ``$DSLM_ZOO_DATA/qa-facts/train-v2.0.json``)."""
+    from ..data import data_root
+
+    p = Path(spec).expanduser()
+    if not p.exists() and not p.is_absolute() and (data_root() / p).exists():
+        return data_root() / p
+    return p
+
+
 def load_tokenizer(spec: str) -> Any:
-    """A ``tokenizers.Tokenizer`` from a tokenizer.json file, a directory holding one (a model export), or the
-    name of a prepared text data set (its WordPiece tokenizer)."""
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json file, a directory holding one (a model export), a released
+    model (``arch.tag``, ``hf-hub:``, ``local-dir:``: the tokenizer beside its weights), or the name of a prepared
+    text data set (its WordPiece tokenizer)."""
     from tokenizers import Tokenizer
+
+    from .. import get_tokenizer, is_model
 
     p = Path(spec).expanduser()
     if p.is_dir() and (p / "tokenizer.json").is_file():
         p = p / "tokenizer.json"
     if p.is_file():
         return Tokenizer.from_file(str(p))
+    if spec.startswith(("hf-hub:", "local-dir:")) or ("." in spec and is_model(spec)):
+        return get_tokenizer(spec)
     from ..data import load_text_data
 
     try:
@@ -309,8 +325,9 @@ class ExtractiveQA(Task):
         self.datasets = {}
         for split in ("train", "validation"):
             if split in kw:
-                self.sources[split] = str(kw[split])
-                _, qs = load_dataset(kw[split])
+                path = _data_file(str(kw[split]))
+                self.sources[split] = str(path)
+                _, qs = load_dataset(path)
                 self.datasets[split] = make_features(qs, self.tokenizer, self.max_len, self.doc_stride, self.max_query_len,
                                                      with_answers=True)
         implied = _check_implied({"vocab_size": self.tokenizer.get_vocab_size(), "head": "qa"}, model_kwargs, "the task")
