@@ -142,7 +142,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from ._argtypes import positive_int
 
-    p = sub.add_parser("eval", help="evaluate a model: lm, squad, st")
+    p = sub.add_parser("eval", help="evaluate a model: lm, squad, st, robustness")
     esub = p.add_subparsers(dest="eval_command", required=True)
     q = esub.add_parser("squad", help="answer SQuAD questions with a QA model, write predictions and score them")
     q.add_argument("model", help="a QA model: local-dir:/path (e.g. a run's export), hf-hub:org/name or NAME.tag")
@@ -158,6 +158,41 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(fn=cmd_eval_squad)
     _add_eval_st(esub)
     _add_eval_lm(esub)
+    _add_eval_robustness(esub)
+
+
+def _add_eval_robustness(esub: argparse._SubParsersAction) -> None:
+    from ._argtypes import positive_int
+
+    q = esub.add_parser("robustness", help="ImageNet clean/C/A/R/Sketch/V2 errors and mCE of an image classifier")
+    q.add_argument("model", help="a 1000-class image model: NAME[.tag], local-dir:/path, hf-hub:org/name")
+    q.add_argument("root", help="a folder holding any of val/, imagenet-c/, imagenet-a/, imagenet-r/, imagenet-sketch/, imagenetv2*/")
+    q.add_argument("--generate-c", action="store_true", help="corrupt val/ on the fly instead of reading imagenet-c/")
+    q.add_argument("--corruptions", nargs="+", help="default: the 15 benchmark corruptions")
+    q.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    q.add_argument("--limit", type=positive_int, help="only the first N images of each set (a fixed slice)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions")
+    q.add_argument("--batch", type=positive_int, default=64)
+    q.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted) instead of failing")
+    q.add_argument("--out", default="robustness_out", help="directory for robustness.json and robustness.png")
+    q.set_defaults(fn=cmd_eval_robustness)
+
+
+def cmd_eval_robustness(args: argparse.Namespace) -> int:
+    from . import create_model
+    from .evals.robustness import BENCHMARK_CORRUPTIONS
+    from .robustness import evaluate_robustness
+
+    model = create_model(args.model, pretrained=True)
+    res = evaluate_robustness(model, args.root, generate_c=args.generate_c,
+                              corruptions=args.corruptions or BENCHMARK_CORRUPTIONS, severities=args.severities,
+                              limit=args.limit, seed=args.seed, batch_size=args.batch, skip_bad=args.skip_bad,
+                              out_dir=args.out)
+    summary = {k: round(v["top1_err"], 5) for k, v in res["sets"].items() if ":" not in k or k.startswith("imagenet-v2:")}
+    if "mce" in res:
+        summary["mCE"] = res["mce"]["mCE"]
+    print(json.dumps({"top1_err": summary, "out": args.out}))
+    return 0
 
 
 def _add_eval_lm(esub: argparse._SubParsersAction) -> None:
