@@ -32,7 +32,10 @@ def test_timm_data_config_and_transform_from_the_model():
 
 def test_timm_model_attributes():
     m = dslm_zoo.create_model("dslm_vit_tiny", depth=1)
-    assert m.default_cfg is m.pretrained_cfg and m.default_cfg.get("input_size") == (3, 32, 32)
+    assert m.default_cfg["input_size"] == (3, 32, 32) and m.default_cfg["first_conv"] == "embed.patch_embed.proj"
+    assert m.get_classifier() is m.head and m.in_chans == 3
+    m.eval().reset_classifier(4)
+    assert not m.head.training  # a new head follows the model's mode (timm's contract)
     assert m.pretrained_cfg["num_classes"] == 10 and "mean" in m.pretrained_cfg and m.pretrained_cfg.get("nope", 3) == 3
     assert m.head_hidden_size == m.num_features == 64
     assert m.forward_head(m.forward_features(torch.randn(2, 3, 32, 32)), pre_logits=True).shape == (2, 64)
@@ -66,3 +69,17 @@ def test_vit_is_fx_traceable_and_declares_a_fixed_input_size():
     assert timm.models.get_pretrained_cfg("dslm_vit_tiny").fixed_input_size is True  # a learned position table
     with pytest.raises(ValueError, match="expected 32x32 images"):
         m(torch.randn(1, 3, 40, 40))  # eager checks stay
+
+
+@pytest.mark.slow
+def test_timm_own_model_tests():
+    """timm's tests/test_models.py (from the sdist of the pinned timm) on our small ViTs, routed as timm routes
+    its vit_* models: ``python eval/timm_model_tests.py`` (about 10 minutes on 2 cores; needs PyPI for the sdist)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "eval" / "timm_model_tests.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout

@@ -8,21 +8,8 @@ from ._base import ZooModel
 from ._common import StackModel, TransformerConfig
 from .speech import SpeechTranslationConfig, SpeechTranslationModel
 from .text import GPT, Bert, BertConfig, GPTConfig
-from .vit import VisionTransformer, ViTConfig
+from .vit import VisionTransformer, ViTConfig, timm_cfg
 from .._registry import PretrainedCfg, register_pretrained
-
-
-def _timm_cfg(cfg: "PretrainedCfg") -> dict:
-    """Our pretrained cfg in timm's vocabulary (the fields timm's filters and data config read)."""
-    d = {"input_size": cfg.input_size, "mean": cfg.mean, "std": cfg.std, "num_classes": cfg.num_classes,
-         "classifier": cfg.classifier or "head", "first_conv": "embed.patch_embed.proj",
-         "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct, "license": cfg.license, "paper_ids": ", ".join(cfg.paper_ids or ()),
-         "hf_hub_id": cfg.hf_hub_id, "custom_load": True, "fixed_input_size": True}  # weights load through our entrypoint (sha256, layout)
-    if cfg.label_names:
-        d["label_names"] = list(cfg.label_names)
-    if cfg.sha256 and not cfg.hf_hub_id:
-        d["file"] = cfg.filename  # marks the tag as having weights for timm's list_models(pretrained=True)
-    return {k: v for k, v in d.items() if v is not None}
 
 
 def _register_into_timm() -> None:
@@ -41,9 +28,9 @@ def _register_into_timm() -> None:
             continue
         fn = model_entrypoint(name)
         tags = [t.split(".", 1)[1] for t in list_pretrained(f"{name}.*")]
-        cfgs = {t: TimmCfg(**_timm_cfg(get_pretrained_cfg(f"{name}.{t}"))) for t in tags}
+        cfgs = {t: TimmCfg(**timm_cfg(get_pretrained_cfg(f"{name}.{t}"))) for t in tags}
         if not cfgs:
-            cfgs = {"": TimmCfg(**_timm_cfg(get_pretrained_cfg(name)))}
+            cfgs = {"": TimmCfg(**timm_cfg(get_pretrained_cfg(name)))}
         default_cfgs = vars(sys.modules[fn.__module__]).setdefault("default_cfgs", {})
         default_cfgs[name] = DefaultCfg(tags=collections.deque(cfgs), cfgs=cfgs)
         timm.models.register_model(fn)

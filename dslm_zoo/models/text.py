@@ -160,6 +160,7 @@ class Bert(_TextModel):
         if num_classes:
             nn.init.normal_(self.head.fc.weight, std=self.cfg.embed_dim**-0.5)
             nn.init.zeros_(self.head.fc.bias)
+        self.head.fc.train(self.training)  # a new module follows the model's mode
         self.cfg = self.cfg.replace(num_classes=num_classes)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._builder import build_model_with_cfg
-from .._registry import register_model
+from .._registry import PretrainedCfg, register_model
 from ..init import StackPlan
 from ..layers import Transformer, ViTEmbedding
 from ._common import StackModel, TransformerConfig
@@ -48,6 +48,19 @@ class ViTConfig(TransformerConfig):
             raise ValueError("global_pool='token' needs class_token=True")
 
 
+def timm_cfg(cfg: PretrainedCfg) -> dict[str, Any]:
+    """Our pretrained cfg in timm's vocabulary (the fields timm's filters and data config read)."""
+    d = {"input_size": cfg.input_size, "mean": cfg.mean, "std": cfg.std, "num_classes": cfg.num_classes,
+         "classifier": cfg.classifier or "head", "first_conv": "embed.patch_embed.proj",
+         "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct, "license": cfg.license, "paper_ids": ", ".join(cfg.paper_ids or ()),
+         "hf_hub_id": cfg.hf_hub_id, "custom_load": True, "fixed_input_size": True}  # weights load through our entrypoint (sha256, layout)
+    if cfg.label_names:
+        d["label_names"] = list(cfg.label_names)
+    if cfg.sha256 and not cfg.hf_hub_id:
+        d["file"] = cfg.filename  # marks the tag as having weights for timm's list_models(pretrained=True)
+    return {k: v for k, v in d.items() if v is not None}
+
+
 class VisionTransformer(StackModel):
     """ViT classifier: patch embedding -> Transformer encoder -> pooled token -> linear head."""
 
@@ -59,6 +72,7 @@ class VisionTransformer(StackModel):
         fk = dict(device=device, dtype=dtype)
         self.embed = ViTEmbedding(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.class_token, cfg.drop_rate, **fk)
         self.num_prefix_tokens = self.embed.num_prefix_tokens
+        self.in_chans = cfg.in_chans
         self.encoder = Transformer(cfg.depth, seq_len=cfg.dslm_seq_len or self.embed.num_tokens, **cfg.stack_kwargs(), **fk)
         self.num_features = self.embed_dim = self.head_hidden_size = cfg.embed_dim
         self.global_pool = cfg.global_pool
@@ -76,6 +90,15 @@ class VisionTransformer(StackModel):
     def num_classes(self) -> int:
         return self.cfg.num_classes
 
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's view of the pretrained cfg (``first_conv``, ``classifier``, ``fixed_input_size``, ...), as timm's
+        own models carry it; ``pretrained_cfg`` keeps the zoo's full record."""
+        return timm_cfg(self.pretrained_cfg)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """New zero-bias head of std 1/sqrt(d) (the DSLM head rule), optionally a new pooling."""
         if global_pool is not None:
@@ -86,6 +109,7 @@ class VisionTransformer(StackModel):
         if num_classes > 0:
             nn.init.normal_(self.head.weight, std=self.embed_dim**-0.5)
             nn.init.zeros_(self.head.bias)
+        self.head.train(self.training)  # a new module must not flip an eval model back to training mode
         self.cfg = self.cfg.replace(num_classes=num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,12 +197,20 @@ def _vit(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: A
     features_only = kwargs.pop("features_only", False)
     out_indices = kwargs.pop("out_indices", 3)
     feature_cfg = dict(kwargs.pop("feature_cfg", None) or {})
+    feature_cls = kwargs.pop("feature_cls", "getter")
     model = build_model_with_cfg(VisionTransformer, variant, pretrained, model_args, **kwargs)
     if features_only:  # timm.create_model(..., features_only=True): timm's getter wrapper over forward_intermediates
         from timm.models._features import FeatureGetterNet
 
-        return FeatureGetterNet(model, out_indices=out_indices, output_fmt=feature_cfg.get("output_fmt", "NCHW"),
-                                norm=feature_cfg.get("norm", False), prune=feature_cfg.get("prune", True))
+        if not (feature_cls == "getter" or (isinstance(feature_cls, type) and issubclass(feature_cls, FeatureGetterNet))):
+            raise ValueError(f"{variant}: features_only supports feature_cls='getter' (or FeatureGetterNet), got {feature_cls!r}")
+        if isinstance(feature_cls, type):
+            FeatureGetterNet = feature_cls  # noqa: N806 (a subclass the caller chose)
+
+        net = FeatureGetterNet(model, out_indices=out_indices, output_fmt=feature_cfg.get("output_fmt", "NCHW"),
+                               norm=feature_cfg.get("norm", False), prune=feature_cfg.get("prune", True))
+        net.pretrained_cfg, net.default_cfg = model.pretrained_cfg, model.default_cfg  # as timm's builder sets them
+        return net
     return model
 
 
