@@ -34,13 +34,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not (args.pretrained and args.metrics):
         print("\n".join(names))
         return 0
-    print("| weights | parameters | data:split | metric | value |\n|---|---:|---|---|---:|")
-    for name in names:
-        cfg = get_pretrained_cfg(name)
+    rows = [(name, get_pretrained_cfg(name)) for name in names]
+    cols = list(dict.fromkeys(m for _, cfg in rows for ms in cfg.metrics.values() for m in ms))
+    print("| weights | parameters | data:split | " + " | ".join(cols) + " |")
+    print("|---|---:|---|" + "---:|" * len(cols))
+    for name, cfg in rows:
         for data, ms in cfg.metrics.items():
-            for metric, value in ms.items():
-                v = f"{value:.4g}" if isinstance(value, float) else str(value)
-                print(f"| `{name}` | {cfg.num_params / 1e6:.2f}M | {data} | {metric} | {v} |")
+            vals = [(f"{ms[c]:.4g}" if isinstance(ms[c], float) else str(ms[c])) if c in ms else "" for c in cols]
+            print(f"| `{name}` | {cfg.num_params / 1e6:.2f}M | {data} | " + " | ".join(vals) + " |")
     return 0
 
 

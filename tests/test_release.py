@@ -176,3 +176,14 @@ def test_get_tokenizer_errors_name_the_model():
         dslm_zoo.get_tokenizer("dslm_vit_tiny")
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         dslm_zoo.get_tokenizer("local-dir:/nonexistent/dir")
+
+
+@pytest.mark.skipif(not RELEASED, reason="no weights released yet")
+def test_list_pretrained_metrics_prints_every_card_metric(capsys):
+    from dslm_zoo.cli import main
+
+    assert main(["list", "--pretrained", "--metrics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| weights | parameters | data:split |")
+    rows = [ln for ln in lines[2:] if ln.startswith("| `")]
+    assert len(rows) == sum(len(dslm_zoo.get_pretrained_cfg(n).metrics) for n in RELEASED)
