@@ -38,7 +38,14 @@ from ._hub import (
     resolve_repo_file,
     split_repo_id,
 )
-from ._registry import PretrainedCfg, get_pretrained_cfg, list_pretrained, model_entrypoint, split_model_name
+from ._registry import (
+    PretrainedCfg,
+    get_architecture_cfg,
+    get_pretrained_cfg,
+    list_pretrained,
+    model_entrypoint,
+    split_model_name,
+)
 
 __all__ = [
     "IncompatibleKeys",
@@ -247,12 +254,14 @@ def _resolve_pretrained_cfg(
     variant: str,
     pretrained_cfg: str | PretrainedCfg | Mapping[str, Any] | None,
     overlay: Mapping[str, Any] | None,
+    pretrained: bool = False,
 ) -> tuple[PretrainedCfg, str | None]:
-    """The pretrained cfg to use (``variant``'s unless one is given) with ``overlay`` applied, and overlay ``file``."""
+    """The pretrained cfg to use (``variant``'s unless one is given: its default weights' when ``pretrained``, else
+    the architecture's own) with ``overlay`` applied, and overlay ``file``."""
     if pretrained_cfg is None:
         arch, tag = split_model_name(variant)
         try:
-            cfg = get_pretrained_cfg(variant)
+            cfg = get_pretrained_cfg(variant) if (pretrained or tag) else get_architecture_cfg(variant)
         except ValueError:
             if tag:  # a known arch with an unknown tag: the registry's message lists the tags
                 raise
@@ -286,9 +295,9 @@ def build_model_with_cfg(
 ) -> M:
     """Build ``model_cls`` for ``variant`` from ``model_args`` updated with ``kwargs``, optionally with weights.
 
-    - Config: ``model_cls.config_class.from_kwargs(**{**model_args, **kwargs})`` (with ``pretrained=True``, the
-      pretrained cfg's ``model_args`` in between); an unknown key is a TypeError naming it, raised before any
-      file is touched. ``num_classes`` defaults to the pretrained cfg's.
+    - Config: ``model_cls.config_class.from_kwargs(**{**model_args, **kwargs})``, with the pretrained cfg's
+      ``model_args`` in between (a release's architecture: with ``pretrained=True`` or a named tag); an unknown key
+      is a TypeError naming it, raised before any file is touched. ``num_classes`` defaults to the pretrained cfg's.
     - Pretrained cfg: ``pretrained_cfg`` (a name ``arch.tag``, a PretrainedCfg or its dict) or ``variant``'s
       default, then ``pretrained_cfg_overlay`` (its ``file`` key names an explicit weights file).
     - ``pretrained=True``: weights from ``checkpoint_path`` / overlay ``file`` / mirrors / HF cache (sha256-checked),
@@ -301,10 +310,10 @@ def build_model_with_cfg(
 
     Sets ``model.pretrained_cfg``; after a head change its ``num_classes`` is the new one and ``label_names`` None.
     """
-    pcfg, overlay_file = _resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
-    # Released weights carry the arguments they were trained with (vocabulary, context, r_emb): they define the
-    # architecture of a pretrained build, as the variant's own arguments do for an untrained one.
-    args = {**dict(model_args or {}), **(dict(pcfg.model_args or {}) if pretrained else {}), **kwargs}
+    pcfg, overlay_file = _resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay, bool(pretrained))
+    # Released weights carry the arguments they were trained with (vocabulary, context, r_emb): a build for them
+    # (pretrained=True, or a tag named explicitly) has their architecture; a bare untrained arch has the variant's.
+    args = {**dict(model_args or {}), **dict(pcfg.model_args or {}), **kwargs}
     config_class = model_cls.config_class  # type: ignore[attr-defined]
     has_num_classes = "num_classes" in config_class.field_names()
     if has_num_classes and pcfg.num_classes is not None and "num_classes" not in kwargs:
@@ -471,7 +480,9 @@ def create_model(
             kwargs,
         )
     entry = model_entrypoint(model_name)  # ValueError with close names
-    kwargs.setdefault("pretrained_cfg", get_pretrained_cfg(model_name))  # ValueError listing the tags
+    _, tag = split_model_name(model_name)
+    # ValueError listing the tags; an untrained bare arch carries its architecture's cfg, not a release's
+    kwargs.setdefault("pretrained_cfg", get_pretrained_cfg(model_name) if (pretrained or tag) else get_architecture_cfg(model_name))
     if pretrained_cfg_overlay is not None:
         kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
     if checkpoint_path is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "is_model",
     "model_entrypoint",
     "get_pretrained_cfg",
+    "get_architecture_cfg",
     "split_model_name",
 ]
 
@@ -222,3 +223,10 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     if tags:
         return next(iter(tags.values()))
     return _default_cfgs[arch]
+
+
+def get_architecture_cfg(name: str) -> PretrainedCfg:
+    """The cfg of ``name``'s architecture without weights (preprocessing, tokenizer, classifier): what an untrained
+    ``create_model(arch)`` carries, whatever releases the architecture has."""
+    model_entrypoint(name)
+    return _default_cfgs[split_model_name(name)[0]]

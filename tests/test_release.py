@@ -128,8 +128,10 @@ def test_release_writes_the_hub_layout_card_golden_and_registry_entry(tiny_run, 
         with pytest.warns(UserWarning, match=r"head='qa'.*'head.dense.weight'"):
             qa = dslm_zoo.create_model("dslm_bert_tiny.toy_mlm_loadtest", pretrained=True, head="qa")
         assert qa.cfg.head == "qa" and torch.equal(qa.embed.word.weight, model.embed.word.weight)
-        # without pretrained=True the variant's own defaults apply (the release does not change the architecture)
-        assert dslm_zoo.create_model("dslm_bert_tiny.toy_mlm_loadtest", device="meta").cfg.max_seq_len != 64
+        # a named tag builds the release's architecture even untrained; the bare arch stays the variant's
+        assert dslm_zoo.create_model("dslm_bert_tiny.toy_mlm_loadtest", device="meta").cfg.max_seq_len == 64
+        bare = dslm_zoo.create_model("dslm_bert_tiny", device="meta")
+        assert bare.cfg.max_seq_len == 512 and bare.pretrained_cfg.tag == "" and bare.pretrained_cfg.num_params is None
     finally:
         del _registry._pretrained["dslm_bert_tiny"]["toy_mlm_loadtest"]
 
