@@ -250,6 +250,12 @@ def _weights_float_dtype(path: Path | None) -> torch.dtype | None:
     return _SAFETENSORS_FLOAT.get(dtypes.pop()) if len(dtypes) == 1 else None
 
 
+def _cfg_for(name: str, pretrained: bool) -> PretrainedCfg:
+    """The cfg a build of registered ``name`` carries: a release's when it is asked for (``pretrained=True``: the
+    named or default tag; an explicit tag even untrained), else the architecture's own (no weights)."""
+    return get_pretrained_cfg(name) if (pretrained or split_model_name(name)[1]) else get_architecture_cfg(name)
+
+
 def _resolve_pretrained_cfg(
     variant: str,
     pretrained_cfg: str | PretrainedCfg | Mapping[str, Any] | None,
@@ -261,7 +267,7 @@ def _resolve_pretrained_cfg(
     if pretrained_cfg is None:
         arch, tag = split_model_name(variant)
         try:
-            cfg = get_pretrained_cfg(variant) if (pretrained or tag) else get_architecture_cfg(variant)
+            cfg = _cfg_for(variant, pretrained)
         except ValueError:
             if tag:  # a known arch with an unknown tag: the registry's message lists the tags
                 raise
@@ -480,9 +486,7 @@ def create_model(
             kwargs,
         )
     entry = model_entrypoint(model_name)  # ValueError with close names
-    _, tag = split_model_name(model_name)
-    # ValueError listing the tags; an untrained bare arch carries its architecture's cfg, not a release's
-    kwargs.setdefault("pretrained_cfg", get_pretrained_cfg(model_name) if (pretrained or tag) else get_architecture_cfg(model_name))
+    kwargs.setdefault("pretrained_cfg", _cfg_for(model_name, bool(pretrained)))  # ValueError listing the tags
     if pretrained_cfg_overlay is not None:
         kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
     if checkpoint_path is not None:

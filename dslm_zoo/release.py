@@ -133,13 +133,12 @@ def release_run(
     name = f"{arch}.{tag}"
     repo_id = f"{org}/{name}"
     model = create_model(f"local-dir:{export}", dtype=torch.float32).to(_STORE_DTYPES[store_dtype])
-    base = PretrainedCfg.from_dict(exported["pretrained_cfg"])
+    base = model.pretrained_cfg  # the export's config.json record
     overlay: dict[str, Any] = {"tag": tag, "hf_hub_id": repo_id, "model_args": exported["model_args"]}
     stored = "bf16 (bfloat16-rounded fp32 training weights; loaded into fp32 by default)" if store_dtype == "bfloat16" else "fp32"
 
     with tempfile.TemporaryDirectory(prefix="dslm_zoo_release_") as tmp:
         # Evaluate exactly the stored bytes, loaded as a user loads them.
-        model.pretrained_cfg = base
         save_pretrained(model, tmp, pretrained_cfg_overlay=overlay)
         released = create_model(f"local-dir:{tmp}", dtype=torch.float32)
         metrics, eval_cmds = _EVALUATORS[task](name, released, recipe, windows, progress)
@@ -155,7 +154,6 @@ def release_run(
     out = root / "hub_mirror" / org / name
     if out.exists():
         shutil.rmtree(out)
-    model.pretrained_cfg = base
     save_pretrained(model, out, pretrained_cfg_overlay=overlay)
     if base.tokenizer:
         shutil.copyfile(export / base.tokenizer, out / base.tokenizer)

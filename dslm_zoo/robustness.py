@@ -202,8 +202,9 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
         res["sets"][name] = r
         return r
 
-    if "clean" in found:
-        run("clean", FolderSet.scan(found["clean"]), transform=clean_tf)
+    clean = FolderSet.scan(found["clean"]) if "clean" in found else None  # scanned once: clean set and generated C
+    if clean is not None:
+        run("clean", clean, transform=clean_tf)
     for key in ("imagenet-a", "imagenet-r"):
         if key in found:
             sub = subset_indices(key[-1])
@@ -220,8 +221,7 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
                 d = found["imagenet-c"] / c / str(s)
                 if d.is_dir():
                     errors.setdefault(c, []).append(run(f"imagenet-c:{c}:{s}", FolderSet.scan(d), transform=c_tf)["top1_err"])
-    elif generate_c:
-        clean = FolderSet.scan(found["clean"])
+    elif generate_c and clean is not None:  # checked above: generate_c needs the clean images
         for c in corruptions:
             for s in severities:
                 fn = lambda img, path, c=c, s=s: corrupt_image(geo(img), c, s, seed, path.name)  # noqa: E731

@@ -202,12 +202,10 @@ def _vit(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: A
     if features_only:  # timm.create_model(..., features_only=True): timm's getter wrapper over forward_intermediates
         from timm.models._features import FeatureGetterNet
 
-        if not (feature_cls == "getter" or (isinstance(feature_cls, type) and issubclass(feature_cls, FeatureGetterNet))):
+        getter = FeatureGetterNet if feature_cls == "getter" else feature_cls
+        if not (isinstance(getter, type) and issubclass(getter, FeatureGetterNet)):
             raise ValueError(f"{variant}: features_only supports feature_cls='getter' (or FeatureGetterNet), got {feature_cls!r}")
-        if isinstance(feature_cls, type):
-            FeatureGetterNet = feature_cls  # noqa: N806 (a subclass the caller chose)
-
-        net = FeatureGetterNet(model, out_indices=out_indices, output_fmt=feature_cfg.get("output_fmt", "NCHW"),
+        net = getter(model, out_indices=out_indices, output_fmt=feature_cfg.get("output_fmt", "NCHW"),
                                norm=feature_cfg.get("norm", False), prune=feature_cfg.get("prune", True))
         net.pretrained_cfg, net.default_cfg = model.pretrained_cfg, model.default_cfg  # as timm's builder sets them
         return net
