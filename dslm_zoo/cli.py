@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["main", "build_parser"]
@@ -166,8 +167,9 @@ def _add_eval_robustness(esub: argparse._SubParsersAction) -> None:
     from ._argtypes import positive_int
 
     q = esub.add_parser("robustness", help="ImageNet clean/C/A/R/Sketch/V2 errors and mCE of an image classifier")
-    q.add_argument("model", help="a 1000-class image model: NAME[.tag], local-dir:/path, hf-hub:org/name")
-    q.add_argument("root", help="a folder holding any of val/, imagenet-c/, imagenet-a/, imagenet-r/, imagenet-sketch/, imagenetv2*/")
+    q.add_argument("model", help="an image classifier: NAME[.tag], local-dir:/path, hf-hub:org/name")
+    q.add_argument("root", help="a folder holding any of val/, imagenet-c/, imagenet-a/, imagenet-r/, imagenet-sketch/, "
+                               "imagenetv2*/ (1000-class models), or val/ and fashion-mnist-c/ (`dslm-zoo data corrupt`)")
     q.add_argument("--generate-c", action="store_true", help="corrupt val/ on the fly instead of reading imagenet-c/")
     q.add_argument("--corruptions", nargs="+", help="default: the 15 benchmark corruptions")
     q.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
@@ -175,8 +177,26 @@ def _add_eval_robustness(esub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions")
     q.add_argument("--batch", type=positive_int, default=64)
     q.add_argument("--skip-bad", action="store_true", help="skip unreadable images (counted) instead of failing")
+    q.add_argument("--baseline", help="robustness.json of a reference model: CE and mCE normalised by its errors "
+                                      "instead of AlexNet's (below 100 = more robust than the reference)")
     q.add_argument("--out", default="robustness_out", help="directory for robustness.json and robustness.png")
     q.set_defaults(fn=cmd_eval_robustness)
+    c = esub.add_parser("classify", help="clean top-1/top-5 of an image classifier on a prepared image data set or a .npz slice")
+    c.add_argument("model", help="NAME[.tag], local-dir:/path, hf-hub:org/name")
+    c.add_argument("--data", required=True, help="fashion-mnist, mnist (prepared), or a .npz with images and labels")
+    c.add_argument("--split", default="test")
+    c.add_argument("--batch", type=positive_int, default=256)
+    c.set_defaults(fn=cmd_eval_classify)
+
+
+def cmd_eval_classify(args: argparse.Namespace) -> int:
+    from . import create_model
+    from .robustness import evaluate_images, image_data_set
+
+    model = create_model(args.model, pretrained=True)
+    data = image_data_set(args.data, model, args.split)
+    print(json.dumps(evaluate_images(model, data, batch_size=args.batch, desc=data.name)))
+    return 0
 
 
 def cmd_eval_robustness(args: argparse.Namespace) -> int:
@@ -185,11 +205,14 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
     from .robustness import evaluate_robustness
 
     model = create_model(args.model, pretrained=True)
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     res = evaluate_robustness(model, args.root, generate_c=args.generate_c,
                               corruptions=args.corruptions or BENCHMARK_CORRUPTIONS, severities=args.severities,
                               limit=args.limit, seed=args.seed, batch_size=args.batch, skip_bad=args.skip_bad,
-                              out_dir=args.out)
+                              baseline=baseline, out_dir=args.out)
     summary = {k: round(v["top1_err"], 5) for k, v in res["sets"].items() if ":" not in k or k.startswith("imagenet-v2:")}
+    if "mean_error" in res:
+        summary["mean_corruption_error"] = round(res["mean_error"] / 100, 5)
     if "mce" in res:
         summary["mCE"] = res["mce"]["mCE"]
     print(json.dumps({"top1_err": summary, "out": args.out}))
@@ -360,6 +383,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                            "for decoders)")
     prep.add_argument("--out", help="directory to write (default $DSLM_ZOO_DATA/NAME)")
     prep.set_defaults(fn=cmd_data_prepare)
+    cor = dsub.add_parser("corrupt", help="a corrupted copy of an image data set in the ImageNet-C layout "
+                                           "(val/ + NAME-c/<corruption>/<severity>/<class>/), for `dslm-zoo eval robustness`")
+    cor.add_argument("name", choices=["fashion-mnist", "mnist"])
+    cor.add_argument("--out", required=True, help="directory to write")
+    cor.add_argument("--split", default="test")
+    cor.add_argument("--img-size", type=positive_int, default=32,
+                     help="pad to this size first (centred black border, as in training); imagecorruptions needs >= 32")
+    cor.add_argument("--corruptions", nargs="+", help="default: all 19 (15 benchmark + 4 held out)")
+    cor.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    cor.add_argument("--limit", type=positive_int, help="only the first N images of the split")
+    cor.add_argument("--seed", type=int, default=0)
+    cor.set_defaults(fn=cmd_data_corrupt)
     remb = dsub.add_parser("r-emb", help="measure a model's embedding token correlation (dslm_r_emb) on a prepared corpus")
     remb.add_argument("name", help="a prepared text data set, e.g. text-en")
     remb.add_argument("--model", required=True, help="the architecture, e.g. dslm_bert_96L_64D")
@@ -391,6 +426,15 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             raise ValueError(f"--local {item!r}: expected PACKAGE=PATH")
         local[pkg] = path
     print(prepare(args.name, local=local, vocab_size=args.vocab_size, tokenizers=tuple(args.tokenizers), out=args.out))
+    return 0
+
+
+def cmd_data_corrupt(args: argparse.Namespace) -> int:
+    from .data.images import export_corrupted_folder, load_image_data
+
+    print(export_corrupted_folder(load_image_data(args.name), args.out, args.split, img_size=args.img_size,
+                                  corruptions=args.corruptions, severities=args.severities, seed=args.seed,
+                                  limit=args.limit))
     return 0
 
 

@@ -6,8 +6,9 @@ One command turns ``RUN_DIR/export`` into everything a release is, so no number 
    and written in the Hugging Face layout to ``hub_mirror/<org>/<arch>.<tag>/`` (``model.safetensors``,
    ``config.json``, ``tokenizer.json``, ``README.md``);
 2. the stored weights are loaded back as a user gets them (fp32 compute) and evaluated by the task's evaluator:
-   for language models the loss, perplexity and unigram baseline on the data set's test split, and on a
-   committed public-domain slice of that split (what the tests re-measure on a fresh clone);
+   for language models the loss, perplexity and unigram baseline on the data set's test split, for image
+   classifiers top-1/top-5 on the official test split; each also on a committed slice of that split (what the
+   tests re-measure on a fresh clone);
 3. the metrics and the commands that made them go into the pretrained cfg, the card (also copied to
    ``model_cards/<arch>.<tag>.md``) and ``dslm_zoo/models/releases.json``, which registers the tag at import;
 4. golden logits on a fixed input go to ``tests/golden/<arch>.<tag>.json``.
@@ -29,27 +30,33 @@ from ._builder import create_model
 from ._hub import CONFIG_NAME, REPO_MIRROR, atomic_write, read_model_config, save_pretrained
 from ._registry import PretrainedCfg
 
-__all__ = ["REPO_ROOT", "LM_SLICE", "release_run", "golden_input", "golden_logits"]
+__all__ = ["REPO_ROOT", "LM_SLICE", "IMAGE_SLICES", "release_run", "golden_input", "golden_logits"]
 
 REPO_ROOT = REPO_MIRROR.parent
 # Two test-split chapters of Jane Austen's *Emma* (public domain), the text-en test documents
 # novel0_ch15 and novel0_ch32: small enough to commit, so a fresh clone can re-measure a release.
 LM_SLICE = "tests/data/text_en_test_janeausten.txt"
+# The first 256 images of each image data set's official test split (uint8 + labels), committed for the same reason.
+IMAGE_SLICES = {"fashion-mnist": "tests/data/fashion_mnist_test_first256.npz"}
 _STORE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def golden_input(vocab_size: int, seq_len: int = 16, batch: int = 2) -> torch.Tensor:
-    """The fixed token ids golden logits are recorded on (ids 5.. skip the special tokens)."""
+def golden_input(model: nn.Module) -> torch.Tensor:
+    """The fixed input golden logits are recorded on: 2 x 16 token ids (ids 5.. skip the special tokens) for a
+    token model, 2 standard-normal images of the model's input size for an image model."""
     g = torch.Generator().manual_seed(1234)
-    return torch.randint(5, vocab_size, (batch, seq_len), generator=g)
+    if hasattr(model.cfg, "vocab_size"):
+        return torch.randint(5, model.cfg.vocab_size, (2, 16), generator=g)
+    return torch.randn((2, *model.pretrained_cfg.input_size), generator=g)
 
 
-def golden_logits(model: nn.Module) -> torch.Tensor:
-    """Logits of ``model`` on :func:`golden_input`: the first 4 positions x the first 8 classes of each sample."""
+def golden_logits(model: nn.Module) -> tuple[torch.Tensor, str]:
+    """(logits of ``model`` on :func:`golden_input`, which slice): the first 4 positions x 8 classes of each sample
+    for a token model, the first 8 classes for a classifier."""
     model.eval()
     with torch.no_grad():
-        out = model(golden_input(model.cfg.vocab_size))
-    return out[:, :4, :8].float()
+        out = model(golden_input(model)).float()
+    return (out[:, :4, :8], "[:, :4, :8]") if out.ndim == 3 else (out[:, :8], "[:, :8]")
 
 
 def _lm_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], windows: int,
@@ -80,10 +87,31 @@ def _lm_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], 
     return metrics, cmds
 
 
+def _image_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], windows: int,
+                     progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Clean top-1/top-5 of an image classifier on the whole official test split and on the committed slice,
+    through the model's own preprocessing (its pretrained cfg -> timm's transform), as a user scores it."""
+    from .robustness import evaluate_images, image_data_set
+
+    data_name = recipe["data"]["name"]
+    if data_name not in IMAGE_SLICES:
+        raise ValueError(f"no committed test slice for image data set {data_name!r} (have {sorted(IMAGE_SLICES)})")
+    keep = ("top1", "top5", "top1_err", "images")
+    metrics = {}
+    for key, source in ((f"{data_name}:test", data_name), (f"{data_name}:test-slice", str(REPO_ROOT / IMAGE_SLICES[data_name]))):
+        data = image_data_set(source, model, "test")
+        r = evaluate_images(model, data, desc=f"{model_name}: {data.name}")
+        metrics[key] = {k: r[k] for k in keep}
+    cmds = [f"dslm-zoo eval classify {model_name} --data {data_name} --split test",
+            f"dslm-zoo eval classify {model_name} --data {IMAGE_SLICES[data_name]}"]
+    return metrics, cmds
+
+
 # task -> (model name, stored model, recipe, windows, progress) -> (metrics per "data:split", commands that remeasure them)
 _EVALUATORS: dict[str, Callable[..., tuple[dict[str, dict[str, float]], list[str]]]] = {
     "masked_lm": _lm_evaluator,
     "causal_lm": _lm_evaluator,
+    "image_classification": _image_evaluator,
 }
 
 
@@ -165,6 +193,6 @@ def release_run(
     golden = root / "tests" / "golden" / f"{name}.json"
     golden.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(golden, "w") as f:
-        f.write(json.dumps({"name": name, "sha256": cfg.sha256, "input": "dslm_zoo.release.golden_input(vocab_size)",
-                            "logits[:, :4, :8]": gold.tolist()}, indent=1) + "\n")
+        f.write(json.dumps({"name": name, "sha256": cfg.sha256, "input": "dslm_zoo.release.golden_input(model)",
+                            "logits": f"{gold[1]} of the output", "values": gold[0].tolist()}, indent=1) + "\n")
     return out

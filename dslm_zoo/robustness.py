@@ -15,25 +15,31 @@ Under ROOT, each of these that exists is evaluated (names as the data sets are r
 - ``imagenet-sketch/`` (or ``sketch/``): plain 1000-way;
 - ``imagenetv2*/``: folders ``0..999`` mapped by their integer value (not ImageFolder's string order).
 
+A classifier of another class count (the zoo's Fashion-MNIST ViTs) reads ``val/`` and a corrupted copy
+``fashion-mnist-c/`` (or ``mnist-c/``) in the same ``<corruption>/<severity>/<class>/img`` layout, class folders in
+sorted order (``dslm-zoo data corrupt``), with CE normalised by a baseline model's errors instead of AlexNet's.
+
 Writes ``robustness.json`` and ``robustness.png`` (error per data set; error per corruption and severity).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .evals.robustness import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, mce, subset_indices, topk_correct
+from .data.images import corrupt_array, pad_image
+from .evals.robustness import BENCHMARK_CORRUPTIONS, mce, subset_indices, topk_correct
 
-__all__ = ["FolderSet", "evaluate_folder", "evaluate_robustness", "find_benchmarks", "corrupt_image"]
+__all__ = ["FolderSet", "ArraySet", "evaluate_folder", "evaluate_images", "image_data_set", "evaluate_robustness", "find_benchmarks", "corrupt_image"]
 
+# the released ImageNet-C, or a corrupted copy of another data set (dslm_zoo.data.images.export_corrupted_folder)
+_C_TREES = ("imagenet-c", "fashion-mnist-c", "mnist-c")
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
 
 
@@ -47,13 +53,34 @@ def _wnids() -> list[str]:
 class FolderSet:
     """``(path, target)`` pairs of a class-folder tree. ``labels``: ``'wnid'`` (folder names are ImageNet wnids:
     target = index among the 1000, or among ``subset`` when given), ``'int'`` (folders ``0..999``: target =
-    int(name), ImageNet-V2)."""
+    int(name), ImageNet-V2), ``'sorted'`` (ImageFolder's rule for any other classifier: target = position of the
+    folder in sorted order; the tree must hold exactly ``num_classes`` folders, so that position means the class)."""
 
     root: Path
     items: list[tuple[Path, int]]
 
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def head(self, n: int) -> "FolderSet":
+        return FolderSet(self.root, self.items[:n])
+
+    def load(self, i: int) -> tuple[Any, int, Path]:
+        """(PIL image, target, path); ``OSError`` / ``UnidentifiedImageError`` when unreadable."""
+        from PIL import Image
+
+        path, y = self.items[i]
+        with Image.open(path) as im:
+            im.load()
+            return im.copy(), y, path
+
     @classmethod
-    def scan(cls, root: str | Path, labels: str = "wnid", subset: Sequence[int] | None = None) -> "FolderSet":
+    def scan(cls, root: str | Path, labels: str = "wnid", subset: Sequence[int] | None = None,
+             num_classes: int | None = None) -> "FolderSet":
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{str(root)!r} is not a directory")
@@ -78,28 +105,64 @@ class FolderSet:
             if bad:
                 raise ValueError(f"{str(root)!r}: ImageNet-V2 folders are 0..999, found {bad[:5]}")
             target = {f.name: int(f.name) for f in folders}
+        elif labels == "sorted":
+            if num_classes is not None and len(folders) != num_classes:
+                raise ValueError(f"{str(root)!r} has {len(folders)} class folders but the model has {num_classes} classes")
+            target = {f.name: i for i, f in enumerate(folders)}
         else:
-            raise ValueError(f"labels must be 'wnid' or 'int', got {labels!r}")
+            raise ValueError(f"labels must be 'wnid', 'int' or 'sorted', got {labels!r}")
         items = [(p, target[f.name]) for f in folders for p in sorted(f.iterdir()) if p.suffix.lower() in _IMG_EXT]
         if not items:
             raise ValueError(f"{str(root)!r}: the class folders hold no images ({', '.join(_IMG_EXT)})")
         return cls(root, items)
 
 
+@dataclass
+class ArraySet:
+    """Grey images held as arrays (``images`` (N, H, W) uint8, ``labels`` (N,)), each padded to ``pad_to`` (the
+    image-classification task's centred black border) and served as PIL images: the prepared Fashion-MNIST /
+    MNIST splits, or a committed ``.npz`` slice of one."""
+
+    name: str
+    images: Any
+    labels: Any
+    pad_to: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels) or len(self.images) == 0:
+            raise ValueError(f"{self.name}: {len(self.images)} images and {len(self.labels)} labels")
+
+    @classmethod
+    def from_npz(cls, path: str | Path, pad_to: int | None = None) -> "ArraySet":
+        """A ``.npz`` with ``images`` (N, H, W) uint8 and ``labels`` (N,)."""
+        with np.load(path) as z:
+            missing = {"images", "labels"} - set(z.files)
+            if missing:
+                raise ValueError(f"{str(path)!r} lacks array(s) {sorted(missing)} (has {z.files})")
+            return cls(Path(path).name, np.asarray(z["images"]), np.asarray(z["labels"]), pad_to)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int) -> "ArraySet":
+        return ArraySet(self.name, self.images[:n], self.labels[:n], self.pad_to)
+
+    def load(self, i: int) -> tuple[Any, int, str]:
+        from PIL import Image
+
+        img = np.asarray(self.images[i])
+        return Image.fromarray(pad_image(img, self.pad_to) if self.pad_to else img), int(self.labels[i]), f"{i:05d}.png"
+
+
 def corrupt_image(img: Any, corruption: str, severity: int, seed: int, key: str) -> Any:
     """``img`` (PIL, the model's input size) corrupted by ``imagecorruptions``, seeded from (seed, corruption,
     severity, key), saved and re-read as JPEG quality 85 (``make_imagenet_c.py``). The library refuses images
     under 32x32."""
-    from imagecorruptions import corrupt
     from PIL import Image
 
-    if corruption not in ALL_CORRUPTIONS or not 1 <= severity <= 5:
-        raise ValueError(f"unknown corruption {corruption!r} or severity {severity} (1..5)")
-    h = int(hashlib.sha256(f"{seed}/{corruption}/{severity}/{key}".encode()).hexdigest()[:8], 16)
-    np.random.seed(h)  # the library draws from the global NumPy generator
-    arr = corrupt(np.asarray(img.convert("RGB")), corruption_name=corruption, severity=severity)
+    arr = corrupt_array(np.asarray(img.convert("RGB")), corruption, severity, seed, key)
     buf = io.BytesIO()
-    Image.fromarray(np.uint8(arr)).save(buf, format="JPEG", quality=85, optimize=True)
+    Image.fromarray(arr).save(buf, format="JPEG", quality=85, optimize=True)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 
@@ -120,43 +183,69 @@ def _transforms(model: nn.Module, *, released_c: bool = False) -> tuple[Callable
 
 
 @torch.no_grad()
-def evaluate_folder(model: nn.Module, data: FolderSet, *, transform: Callable, class_subset: Sequence[int] | None = None,
-                    image_fn: Callable[[Any, Path], Any] | None = None, batch_size: int = 64, skip_bad: bool = False,
-                    desc: str = "") -> dict[str, float]:
-    """Top-1 / top-5 accuracy and error of ``model`` on ``data`` (images through ``image_fn`` then ``transform``).
-    An unreadable image raises naming the file, or is skipped and counted with ``skip_bad``."""
-    from PIL import Image, UnidentifiedImageError
+def evaluate_folder(model: nn.Module, data: FolderSet | ArraySet, *, transform: Callable,
+                    class_subset: Sequence[int] | None = None, image_fn: Callable[[Any, Any], Any] | None = None,
+                    batch_size: int = 64, skip_bad: bool = False, desc: str = "") -> dict[str, float]:
+    """Top-1 / top-5 accuracy and error of ``model`` on ``data`` (images through ``image_fn`` then ``transform``,
+    in the model's colour mode: grey for ``in_chans == 1``). An unreadable image raises naming the file, or is
+    skipped and counted with ``skip_bad``."""
+    from PIL import UnidentifiedImageError
     from tqdm.auto import tqdm
 
     model.eval()
-    hits = {1: 0, 5: 0}
+    mode = "L" if getattr(model, "in_chans", 3) == 1 else "RGB"
+    ks = (1, min(5, getattr(model, "num_classes", 5) or 5))
+    hits = dict.fromkeys(ks, 0)
     n = skipped = 0
-    for i in tqdm(range(0, len(data.items), batch_size), desc=desc or str(data.root.name), disable=None):
+    for i in tqdm(range(0, len(data), batch_size), desc=desc or data.name, disable=None):
         xs, ys = [], []
-        for path, y in data.items[i : i + batch_size]:
+        for j in range(i, min(i + batch_size, len(data))):
             try:
-                with Image.open(path) as im:
-                    img = im.convert("RGB")
+                img, y, key = data.load(j)
             except (OSError, UnidentifiedImageError) as e:
                 if skip_bad:
                     skipped += 1
                     continue
+                path = data.items[j][0] if isinstance(data, FolderSet) else f"{data.name}[{j}]"
                 raise ValueError(f"unreadable image {str(path)!r}: {e}") from None
+            img = img.convert("RGB" if image_fn is not None else mode)  # the corruption library works in RGB
             if image_fn is not None:
-                img = image_fn(img, path)
+                img = image_fn(img, key).convert(mode)
             xs.append(transform(img))
             ys.append(y)
         if not xs:
             continue
         logits = model(torch.stack(xs)).float()
-        got = topk_correct(logits, torch.tensor(ys), ks=(1, 5), class_subset=class_subset)
-        hits[1] += got[1]
-        hits[5] += got[5]
+        got = topk_correct(logits, torch.tensor(ys), ks=ks, class_subset=class_subset)
+        for k in ks:
+            hits[k] += got[k]
         n += len(ys)
     if n == 0:
-        raise ValueError(f"{str(data.root)!r}: no readable image ({skipped} skipped)")
-    return {"top1": hits[1] / n, "top5": hits[5] / n, "top1_err": 1 - hits[1] / n, "top5_err": 1 - hits[5] / n,
+        raise ValueError(f"{data.name!r}: no readable image ({skipped} skipped)")
+    top5 = hits[ks[1]] / n
+    return {"top1": hits[1] / n, "top5": top5, "top1_err": 1 - hits[1] / n, "top5_err": 1 - top5,
             "images": n, "skipped": skipped}
+
+
+def evaluate_images(model: nn.Module, data: FolderSet | ArraySet, *, batch_size: int = 256, desc: str = "") -> dict[str, float]:
+    """Clean top-1 / top-5 of ``model`` on ``data`` with its own preprocessing (pretrained cfg -> timm transform)."""
+    return evaluate_folder(model, data, transform=_transforms(model)[0], batch_size=batch_size, desc=desc)
+
+
+def image_data_set(source: str, model: nn.Module, split: str = "test") -> ArraySet:
+    """``source``: a prepared image data set (``fashion-mnist``, ``mnist``: its ``split``) or a ``.npz`` slice;
+    the images padded to the model's input size."""
+    from .data.images import IMAGE_SETS, load_image_data
+
+    size = int(getattr(model, "pretrained_cfg").input_size[-1])
+    if source in IMAGE_SETS:
+        d = load_image_data(source)
+        if split not in d.images:
+            raise ValueError(f"{source} has splits {sorted(d.images)}, not {split!r}")
+        return ArraySet(f"{source}:{split}", d.images[split], d.labels[split], pad_to=size)
+    if source.endswith(".npz"):
+        return ArraySet.from_npz(source, pad_to=size)
+    raise ValueError(f"unknown image source {source!r}: a prepared data set ({', '.join(IMAGE_SETS)}) or a .npz file")
 
 
 def find_benchmarks(root: str | Path) -> dict[str, Path]:
@@ -165,7 +254,7 @@ def find_benchmarks(root: str | Path) -> dict[str, Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"{str(root)!r} is not a directory")
     found: dict[str, Path] = {}
-    for key, names in (("clean", ("val", "imagenet/val")), ("imagenet-c", ("imagenet-c",)), ("imagenet-a", ("imagenet-a",)),
+    for key, names in (("clean", ("val", "imagenet/val")), ("imagenet-c", _C_TREES), ("imagenet-a", ("imagenet-a",)),
                        ("imagenet-r", ("imagenet-r",)), ("imagenet-sketch", ("imagenet-sketch", "sketch"))):
         for n in names:
             if (root / n).is_dir():
@@ -177,32 +266,54 @@ def find_benchmarks(root: str | Path) -> dict[str, Path]:
     return found
 
 
+def _baseline_errors(baseline: Mapping[str, Any]) -> tuple[dict[str, list[float]], float | None]:
+    """(corruption -> 5 errors, clean error) of a reference model's ``robustness.json``, benchmark corruptions only."""
+    errs = baseline.get("corruption_errors")
+    if not isinstance(errs, Mapping) or not errs:
+        raise ValueError("the baseline results hold no corruption_errors: pass the robustness.json of a C evaluation")
+    errs = {c: list(e) for c, e in errs.items() if c in BENCHMARK_CORRUPTIONS and len(e) == 5}
+    return errs, baseline.get("sets", {}).get("clean", {}).get("top1_err")
+
+
 def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool = False,
                         corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS, severities: Sequence[int] = (1, 2, 3, 4, 5),
                         limit: int | None = None, seed: int = 0, batch_size: int = 64, skip_bad: bool = False,
-                        out_dir: str | Path | None = None) -> dict[str, Any]:
+                        baseline: Mapping[str, Any] | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on every benchmark under ``root``; ``limit`` keeps the first N images of each set (a
-    fixed slice). Returns (and with ``out_dir`` writes) the results; mCE when all 15 benchmark corruptions ran."""
+    fixed slice). Returns (and with ``out_dir`` writes) the results.
+
+    A 1000-way model reads ImageNet trees (wnid folders) and gets mCE against AlexNet once all 15 benchmark
+    corruptions ran. Any other classifier reads ``val/`` and a ``*-c/`` tree whose class folders, in sorted order,
+    are its classes (:func:`dslm_zoo.data.images.export_corrupted_folder` writes one); ImageNet-A/R/Sketch/V2
+    need 1000-way outputs and are listed under ``"skipped"``. AlexNet normalisation means nothing off ImageNet:
+    there, pass ``baseline`` (another model's results) to get CE and mCE normalised by that model's errors."""
     n_cls = getattr(model, "num_classes", None)
-    if n_cls != 1000:
-        raise ValueError(f"the model has {n_cls} classes; the ImageNet benchmarks score 1000-way outputs")
+    if not isinstance(n_cls, int) or n_cls < 2:
+        raise ValueError(f"the model has {n_cls!r} classes: expected a classifier (model.num_classes >= 2)")
+    imagenet = n_cls == 1000
     found = find_benchmarks(root)
+    res: dict[str, Any] = {"model": _model_name(model), "sets": {}}
+    if not imagenet:
+        res["skipped"] = sorted(k for k in found if k not in ("clean", "imagenet-c"))
+        found = {k: v for k, v in found.items() if k in ("clean", "imagenet-c")}
     if not found:
-        raise FileNotFoundError(f"no benchmark under {str(root)!r}: expected any of val/, imagenet-c/, imagenet-a/, "
-                                "imagenet-r/, imagenet-sketch/, imagenetv2*/")
+        want = ("val/, a -c/ tree (" + ", ".join(_C_TREES) + ")" if not imagenet else
+                "any of val/, imagenet-c/, imagenet-a/, imagenet-r/, imagenet-sketch/, imagenetv2*/")
+        raise FileNotFoundError(f"no benchmark for a {n_cls}-class model under {str(root)!r}: expected {want}")
     if generate_c and "clean" not in found:
         raise FileNotFoundError(f"generate_c needs the clean images under {str(Path(root) / 'val')!r}")
+    labels = "wnid" if imagenet else "sorted"
+    scan = lambda d, **kw: FolderSet.scan(d, labels=labels, num_classes=None if imagenet else n_cls, **kw)  # noqa: E731
     clean_tf, geo = _transforms(model)
-    res: dict[str, Any] = {"sets": {}}
 
     def run(name: str, data: FolderSet, **kw: Any) -> dict[str, float]:
         if limit is not None:
-            data = FolderSet(data.root, data.items[:limit])
+            data = data.head(limit)
         r = evaluate_folder(model, data, batch_size=batch_size, skip_bad=skip_bad, desc=name, **kw)
         res["sets"][name] = r
         return r
 
-    clean = FolderSet.scan(found["clean"]) if "clean" in found else None  # scanned once: clean set and generated C
+    clean = scan(found["clean"]) if "clean" in found else None  # scanned once: clean set and generated C
     if clean is not None:
         run("clean", clean, transform=clean_tf)
     for key in ("imagenet-a", "imagenet-r"):
@@ -214,23 +325,31 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
     for key in [k for k in found if k.startswith("imagenet-v2:")]:
         run(key, FolderSet.scan(found[key], labels="int"), transform=clean_tf)
     errors: dict[str, list[float]] = {}
+    c_name = found["imagenet-c"].name if "imagenet-c" in found else "imagenet-c"
     if "imagenet-c" in found and not generate_c:
         c_tf, _ = _transforms(model, released_c=True)
         for c in corruptions:
             for s in severities:
                 d = found["imagenet-c"] / c / str(s)
                 if d.is_dir():
-                    errors.setdefault(c, []).append(run(f"imagenet-c:{c}:{s}", FolderSet.scan(d), transform=c_tf)["top1_err"])
+                    errors.setdefault(c, []).append(run(f"{c_name}:{c}:{s}", scan(d), transform=c_tf)["top1_err"])
     elif generate_c and clean is not None:  # checked above: generate_c needs the clean images
         for c in corruptions:
             for s in severities:
-                fn = lambda img, path, c=c, s=s: corrupt_image(geo(img), c, s, seed, path.name)  # noqa: E731
+                fn = lambda img, key, c=c, s=s: corrupt_image(geo(img), c, s, seed, Path(key).name)  # noqa: E731
                 errors.setdefault(c, []).append(run(f"generated-c:{c}:{s}", clean, transform=clean_tf, image_fn=fn)["top1_err"])
     if errors:
         res["corruption_errors"] = errors
         complete = {c: e for c, e in errors.items() if len(e) == 5}
         clean_err = res["sets"].get("clean", {}).get("top1_err")
-        if all(c in complete for c in BENCHMARK_CORRUPTIONS):
+        bench = [c for c in BENCHMARK_CORRUPTIONS if c in complete]
+        if bench:  # test.py's "mCE (unnormalized)": the mean top-1 error over corruptions and severities, percent
+            res["mean_error"] = 100.0 * sum(sum(complete[c]) / 5.0 for c in bench) / len(bench)
+        if baseline is not None:
+            b_errs, b_clean = _baseline_errors(baseline)
+            res["mce"] = mce(complete, clean_error=clean_err, baseline=b_errs, baseline_clean_error=b_clean)
+            res["mce"]["baseline"] = baseline.get("model")
+        elif imagenet and all(c in complete for c in BENCHMARK_CORRUPTIONS):
             res["mce"] = mce(complete, clean_error=clean_err)
     if out_dir is not None:
         out = Path(out_dir)
@@ -238,6 +357,12 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
         (out / "robustness.json").write_text(json.dumps(res, indent=1) + "\n")
         plot_robustness(res, out / "robustness.png")
     return res
+
+
+def _model_name(model: nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None)
+    arch, tag = getattr(cfg, "architecture", None), getattr(cfg, "tag", "")
+    return f"{arch}.{tag}" if arch and tag else arch
 
 
 def plot_robustness(res: dict[str, Any], path: str | Path) -> Path:

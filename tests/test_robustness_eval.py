@@ -81,12 +81,15 @@ def test_bad_inputs_get_clear_errors(tmp_path, model):
     (tmp_path / "c").mkdir()
     with pytest.raises(FileNotFoundError, match="no benchmark"):
         evaluate_robustness(model, tmp_path / "c")
-    with pytest.raises(ValueError, match="10 classes"):
-        evaluate_robustness(dslm_zoo.create_model("dslm_vit_tiny"), tmp_path / "c")
     _tree(tmp_path / "d" / "imagenet-a", [_wnids()[1]])  # tench's neighbour is no ImageNet-A class
     with pytest.raises(ValueError, match="outside the 200-class subset"):
         evaluate_robustness(model, tmp_path / "d")
+    ten = dslm_zoo.create_model("dslm_vit_tiny")  # a 10-class model: ImageNet-A means nothing to it
+    with pytest.raises(FileNotFoundError, match="no benchmark for a 10-class model"):
+        evaluate_robustness(ten, tmp_path / "d")
     bad = _tree(tmp_path / "e" / "val", [_wnids()[0]])
+    with pytest.raises(ValueError, match="1 class folders but the model has 10 classes"):
+        evaluate_robustness(ten, tmp_path / "e")
     (bad / _wnids()[0] / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.png"):
         evaluate_robustness(model, tmp_path / "e")

