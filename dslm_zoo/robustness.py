@@ -36,7 +36,8 @@ from torch import nn
 from .data.images import corrupt_array, pad_image
 from .evals.robustness import BENCHMARK_CORRUPTIONS, mce, subset_indices, topk_correct
 
-__all__ = ["FolderSet", "ArraySet", "evaluate_folder", "evaluate_images", "image_data_set", "evaluate_robustness", "find_benchmarks", "corrupt_image"]
+__all__ = ["FolderSet", "ArraySet", "evaluate_folder", "evaluate_images", "image_data_set", "comparison_table",
+           "plot_comparison", "evaluate_robustness", "find_benchmarks", "corrupt_image"]
 
 # the released ImageNet-C, or a corrupted copy of another data set (dslm_zoo.data.images.export_corrupted_folder)
 _C_TREES = ("imagenet-c", "fashion-mnist-c", "mnist-c")
@@ -391,6 +392,78 @@ def plot_robustness(res: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel("top-1 error (%)")
         ax.set_title("error per corruption and severity")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+
+def _label(res: Mapping[str, Any], i: int) -> str:
+    return str(res.get("model") or f"model {i}")
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _mean_error(res: Mapping[str, Any], names: Sequence[str]) -> float | None:
+    """Mean top-1 error (percent) over ``names`` x the severities present."""
+    errs = res.get("corruption_errors", {})
+    got = [sum(errs[c]) / len(errs[c]) for c in names if errs.get(c)]
+    return 100.0 * sum(got) / len(got) if got else None
+
+
+def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of several ``robustness.json`` results: clean error, mean corruption error over the
+    benchmark corruptions and over the held-out ones (percent, severities 1..5), and mCE / relative mCE against
+    the baseline each was scored with (``--baseline``), where it was."""
+    from .evals.robustness import HELD_OUT_CORRUPTIONS
+
+    rows = ["| model | clean error (%) | mean C error, 15 benchmark (%) | mean C error, 4 held out (%) | "
+            "mCE vs baseline | relative mCE | baseline |", "|---|---:|---:|---:|---:|---:|---|"]
+    for i, r in enumerate(results):
+        m = r.get("mce", {})
+        clean = r.get("sets", {}).get("clean", {}).get("top1_err")
+        cells = [_label(r, i), _pct(None if clean is None else 100.0 * clean),
+                 _pct(_mean_error(r, BENCHMARK_CORRUPTIONS)), _pct(_mean_error(r, HELD_OUT_CORRUPTIONS)),
+                 _pct(m.get("mCE"), 1), _pct(m.get("relative_mCE"), 1), str(m.get("baseline") or "-")]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def plot_comparison(results: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Left: mean top-1 error per corruption (over severities), one bar per model. Right: mean error over the
+    15 benchmark corruptions against severity, clean error at severity 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .evals.robustness import ALL_CORRUPTIONS
+
+    names = [c for c in ALL_CORRUPTIONS if any(c in r.get("corruption_errors", {}) for r in results)]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 1]})
+    width = 0.8 / max(len(results), 1)
+    for i, r in enumerate(results):
+        errs = r.get("corruption_errors", {})
+        ax.bar([j + (i - (len(results) - 1) / 2) * width for j in range(len(names))],
+               [100 * sum(errs[c]) / len(errs[c]) if errs.get(c) else 0 for c in names], width, label=_label(r, i))
+        bench = [errs[c] for c in BENCHMARK_CORRUPTIONS if len(errs.get(c, ())) == 5]
+        if bench:
+            clean = r.get("sets", {}).get("clean", {}).get("top1_err")
+            xs, ys = list(range(1, 6)), [100 * sum(e[s] for e in bench) / len(bench) for s in range(5)]
+            if clean is not None:
+                xs, ys = [0] + xs, [100 * clean] + ys
+            ax2.plot(xs, ys, marker="o", label=_label(r, i))
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("top-1 error (%), mean over severities")
+    ax.set_title("error per corruption")
+    ax.legend(fontsize=7)
+    ax2.set_xlabel("severity (0 = clean)")
+    ax2.set_ylabel("mean top-1 error (%), 15 corruptions")
+    ax2.set_title("error against severity")
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -5,12 +5,16 @@ import gzip
 import shutil
 import struct
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from dslm_zoo.data.images import load_image_data, prepare_images, read_idx
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _idx(arr: np.ndarray) -> bytes:
@@ -122,9 +126,16 @@ def test_corrupted_copy_and_robustness_against_a_baseline(fashion, vit_run, tmp_
     assert set(r["corruption_errors"]) == {"gaussian_noise", "contrast"} and r["sets"]["clean"]["images"] == 100
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 0
     # normalised by its own errors, a model's CE is 100 for every corruption
-    self_ref = evaluate_robustness(m, root, corruptions=["gaussian_noise", "contrast"], baseline=r)
+    self_ref = evaluate_robustness(m, root, corruptions=["gaussian_noise", "contrast"], baseline=r,
+                                   out_dir=tmp_path / "self")
     assert self_ref["mce"]["mCE"] == pytest.approx(100.0)
     assert set(self_ref["mce"]["corruptions"]) == {"gaussian_noise", "contrast"}
+    out = subprocess.run([sys.executable, str(ROOT / "eval" / "imagenet_robustness.py"), "compare",
+                          str(tmp_path / "out" / "robustness.json"), str(tmp_path / "self" / "robustness.json"),
+                          "--plot", str(tmp_path / "cmp.png")], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| dslm_vit_tiny")]
+    assert len(rows) == 2 and rows[0][4] == "-" and rows[1][4] == "100.0"  # mCE: only the one with a baseline
+    assert rows[0][2] == rows[1][2] == f"{r['mean_error']:.2f}" and (tmp_path / "cmp.png").stat().st_size > 0
     # a tree whose class folders are not the model's classes is refused
     shutil.rmtree(next((root / "val").iterdir()))
     with pytest.raises(ValueError, match="9 class folders but the model has 10 classes"):
