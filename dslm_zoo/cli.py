@@ -336,26 +336,17 @@ def cmd_eval_st(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_squad(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from . import create_model
-    from .evals.qa import predict_answers
-    from .evals.squad import evaluate, load_dataset
+    from .evals.qa import answer_and_score
+    from .evals.squad import load_dataset
 
-    file_version, questions = load_dataset(args.data)  # a bad file fails before the model is loaded
+    load_dataset(args.data)  # a bad file fails before the model is loaded
     model = create_model(args.model, pretrained=True)
     if getattr(model.cfg, "head", None) != "qa":
         raise ValueError(f"{args.model} has head={getattr(model.cfg, 'head', None)!r}; SQuAD needs a QA model (head='qa')")
-    preds, na = predict_answers(model, questions, _eval_tokenizer(args), max_len=args.max_len, doc_stride=args.doc_stride,
-                                batch_size=args.batch, max_answer_len=args.max_answer_len)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "predictions.json").write_text(json.dumps(preds, indent=1, ensure_ascii=False) + "\n")
-    (out / "na_prob.json").write_text(json.dumps(na, indent=1) + "\n")
-    version = args.version
-    na_file = str(out / "na_prob.json") if (version or file_version or "1.1") in ("2.0", "v2.0") else None
-    scores = evaluate(args.data, out / "predictions.json", na_prob=na_file, na_prob_thresh=args.na_prob_thresh, version=version)
-    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    scores = answer_and_score(model, args.data, _eval_tokenizer(args), args.out, max_len=args.max_len,
+                              doc_stride=args.doc_stride, max_answer_len=args.max_answer_len, batch_size=args.batch,
+                              version=args.version, na_prob_thresh=args.na_prob_thresh)
     print(json.dumps(scores))
     return 0
 

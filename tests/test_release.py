@@ -19,7 +19,7 @@ import torch
 import dslm_zoo
 from dslm_zoo import _registry
 from dslm_zoo._hub import REPO_MIRROR, sha256_file
-from dslm_zoo.release import IMAGE_SLICES, LM_SLICE, golden_logits, release_run
+from dslm_zoo.release import IMAGE_SLICES, LM_SLICE, QA_SLICE, golden_logits, release_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = REPO_ROOT / "tests" / "golden"
@@ -55,7 +55,7 @@ def test_release_loads_by_name_and_matches_golden_logits(name):
     gold = json.loads((GOLDEN / f"{name}.json").read_text())
     assert gold["sha256"] == model.pretrained_cfg.sha256
     got, which = golden_logits(model)
-    assert gold["logits"] == f"{which} of the output"
+    assert gold["logits"] == which
     torch.testing.assert_close(got, torch.tensor(gold["values"]), rtol=1e-4, atol=1e-4)
 
 
@@ -82,6 +82,45 @@ def test_image_release_reproduces_its_card_accuracy_on_the_committed_slice(name)
     got = evaluate_images(model, image_data_set(str(REPO_ROOT / IMAGE_SLICES[key.split(":")[0]]), model))
     assert got["images"] == want["images"] == 256
     assert got["top1"] == pytest.approx(want["top1"], abs=1e-9), key  # a count over 256 images: exact
+
+
+@pytest.mark.parametrize("name", [n for n in RELEASED if dslm_zoo.get_pretrained_cfg(n).label_names])
+def test_image_release_loads_through_timm_with_its_own_transform(name, monkeypatch):
+    import timm
+    from PIL import Image
+    from timm.data import create_transform, resolve_model_data_config
+
+    from dslm_zoo.data.images import pad_image
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = dslm_zoo.get_pretrained_cfg(name)
+    ours = dslm_zoo.create_model(name, pretrained=True).eval()
+    theirs = timm.create_model(name, pretrained=True).eval()
+    data_cfg = resolve_model_data_config(theirs)
+    assert data_cfg["input_size"] == tuple(cfg.input_size) and data_cfg["mean"] == tuple(cfg.mean)
+    tf = create_transform(**data_cfg, is_training=False)
+    grey = (torch.arange(28 * 28).reshape(28, 28) % 251).to(torch.uint8).numpy()
+    x = tf(Image.fromarray(pad_image(grey, cfg.input_size[-1])))
+    assert x.shape == tuple(cfg.input_size)
+    # the transform is the trainer's: pad, /255, (x - mean) / std
+    want = (torch.from_numpy(pad_image(grey, cfg.input_size[-1])).float() / 255 - cfg.mean[0]) / cfg.std[0]
+    torch.testing.assert_close(x[0], want, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x[None]), ours(x[None]))
+
+
+@pytest.mark.parametrize("name", [n for n in RELEASED if (dslm_zoo.get_pretrained_cfg(n).model_args or {}).get("head") == "qa"])
+def test_qa_release_reproduces_its_card_scores_on_the_committed_slice(name, tmp_path):
+    from dslm_zoo.evals.qa import answer_and_score
+
+    cfg = dslm_zoo.get_pretrained_cfg(name)
+    want = cfg.metrics["qa-facts:test-slice"]
+    model = dslm_zoo.create_model(name, pretrained=True)
+    flags = cfg.eval_command.split(QA_SLICE)[1].split()  # the card's own window settings
+    win = {"max_len": int(flags[flags.index("--max-len") + 1]), "doc_stride": int(flags[flags.index("--doc-stride") + 1])}
+    got = answer_and_score(model, REPO_ROOT / QA_SLICE, dslm_zoo.get_tokenizer(name), tmp_path, progress=False, **win)
+    assert got["total"] == want["total"] == 180
+    assert got["exact"] == pytest.approx(want["exact"]) and got["f1"] == pytest.approx(want["f1"])
 
 
 @pytest.mark.skipif(not RELEASED, reason="no weights released yet")

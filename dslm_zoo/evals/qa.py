@@ -9,8 +9,11 @@ in the window where it is lowest; ``na_prob = sigmoid(null score - best span sco
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -18,7 +21,7 @@ from torch import nn
 
 from .squad import SquadQuestion
 
-__all__ = ["QAFeature", "make_features", "decode_spans", "predict_answers"]
+__all__ = ["QAFeature", "make_features", "decode_spans", "predict_answers", "answer_and_score"]
 
 
 @dataclass(frozen=True)
@@ -144,3 +147,27 @@ def predict_answers(
         starts += s.float().cpu().tolist()
         ends += e.float().cpu().tolist()
     return decode_spans(feats, starts, ends, {q.qid: q.context for q in questions}, n_best, max_answer_len)
+
+
+def answer_and_score(model: nn.Module, data: str | os.PathLike, tokenizer: Any, out_dir: str | os.PathLike, *,
+                     max_len: int = 128, doc_stride: int = 64, max_answer_len: int = 30, batch_size: int = 32,
+                     version: str | None = None, na_prob_thresh: float = 1.0, progress: bool = True) -> dict[str, float]:
+    """Answer every question of the SQuAD file ``data``, write ``predictions.json``, ``na_prob.json`` and
+    ``scores.json`` to ``out_dir``, and return the official script's scores (v2.0 with the null probabilities)."""
+    from .squad import evaluate, load_dataset
+
+    file_version, questions = load_dataset(data)
+    if getattr(getattr(model, "cfg", None), "head", None) != "qa":
+        raise ValueError(f"the model has head={getattr(getattr(model, 'cfg', None), 'head', None)!r}; SQuAD needs a QA "
+                         "model (head='qa')")
+    preds, na = predict_answers(model, questions, tokenizer, max_len=max_len, doc_stride=doc_stride,
+                                batch_size=batch_size, max_answer_len=max_answer_len, progress=progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.json").write_text(json.dumps(preds, indent=1, ensure_ascii=False) + "\n")
+    (out / "na_prob.json").write_text(json.dumps(na, indent=1) + "\n")
+    v2 = (version or file_version or "1.1") in ("2.0", "v2.0")
+    scores = evaluate(data, out / "predictions.json", na_prob=out / "na_prob.json" if v2 else None,
+                      na_prob_thresh=na_prob_thresh, version=version)
+    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    return scores

@@ -255,7 +255,7 @@ class CausalLM(_TextTask):
         return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), reduction="sum")
 
 
-def _data_file(spec: str) -> Path:
+def resolve_data_file(spec: str) -> Path:
     """A data file named in a recipe: a path (``~`` expanded), else the same path under the data cache root
     (``qa-facts/train-v2.0.json`` = ``$DSLM_ZOO_DATA/qa-facts/train-v2.0.json``)."""
     from ..data import data_root
@@ -295,8 +295,9 @@ class ExtractiveQA(Task):
     (:func:`dslm_zoo.evals.qa.make_features`), loss = mean of the start and end cross-entropies; a window
     without the whole answer points at [CLS] (SQuAD v2.0's no-answer target).
 
-    Data: ``data: {name: squad, kwargs: {train: TRAIN.json, validation: DEV.json, tokenizer: SPEC}}`` with
-    files in the official or the Hugging Face format and SPEC as in :func:`load_tokenizer`.
+    Data: ``data: {name: squad, kwargs: {train: TRAIN.json, validation: DEV.json, test: TEST.json, tokenizer:
+    SPEC}}`` with files in the official or the Hugging Face format and SPEC as in :func:`load_tokenizer`; ``test``
+    (optional) is never read in training: ``dslm-zoo release`` scores the finished model on it.
     """
 
     name = "extractive_qa"
@@ -317,15 +318,17 @@ class ExtractiveQA(Task):
         if data.name != "squad":
             raise RecipeError(f"task 'extractive_qa' reads data.name='squad' (SQuAD files), got {data.name!r}")
         kw = dict(data.kwargs)
-        unknown = sorted(set(kw) - {"train", "validation", "tokenizer"})
+        unknown = sorted(set(kw) - {"train", "validation", "test", "tokenizer"})
         if unknown or "train" not in kw or "tokenizer" not in kw:
-            raise RecipeError(f"data.kwargs for squad: train (file), tokenizer (required) and validation (optional); "
-                              f"got {sorted(kw)}")
+            raise RecipeError(f"data.kwargs for squad: train (file), tokenizer (required), validation and test "
+                              f"(optional); got {sorted(kw)}")
+        if "test" in kw:
+            self.sources["test"] = str(resolve_data_file(str(kw["test"])))
         self.tokenizer = load_tokenizer(str(kw["tokenizer"]))
         self.datasets = {}
         for split in ("train", "validation"):
             if split in kw:
-                path = _data_file(str(kw[split]))
+                path = resolve_data_file(str(kw[split]))
                 self.sources[split] = str(path)
                 _, qs = load_dataset(path)
                 self.datasets[split] = make_features(qs, self.tokenizer, self.max_len, self.doc_stride, self.max_query_len,
