@@ -382,16 +382,25 @@ def plot_robustness(res: dict[str, Any], path: str | Path) -> Path:
     ax.set_title("error per data set")
     ax.tick_params(axis="x", rotation=30)
     if errs:
-        ax = axes[0][1]
-        names = list(errs)
-        width = 0.8 / 5
-        for s in range(5):
-            ax.bar([i + (s - 2) * width for i in range(len(names))],
-                   [100 * e[s] if len(e) > s else 0 for e in errs.values()], width, label=f"severity {s + 1}")
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("top-1 error (%)")
-        ax.set_title("error per corruption and severity")
-        ax.legend(fontsize=7)
+        _grouped_bars(axes[0][1], list(errs), {f"severity {s + 1}": [100 * e[s] if len(e) > s else 0 for e in errs.values()]
+                                               for s in range(5)}, "top-1 error (%)", "error per corruption and severity")
+    return _save(fig, path)
+
+
+def _grouped_bars(ax: Any, names: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str, title: str) -> None:
+    """One group of bars per name, one bar per series, names slanted under the axis."""
+    width = 0.8 / max(len(series), 1)
+    for k, (label, values) in enumerate(series.items()):
+        ax.bar([i + (k - (len(series) - 1) / 2) * width for i in range(len(names))], values, width, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -444,11 +453,10 @@ def plot_comparison(results: Sequence[Mapping[str, Any]], path: str | Path) -> P
 
     names = [c for c in ALL_CORRUPTIONS if any(c in r.get("corruption_errors", {}) for r in results)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 1]})
-    width = 0.8 / max(len(results), 1)
+    series = {}
     for i, r in enumerate(results):
         errs = r.get("corruption_errors", {})
-        ax.bar([j + (i - (len(results) - 1) / 2) * width for j in range(len(names))],
-               [100 * sum(errs[c]) / len(errs[c]) if errs.get(c) else 0 for c in names], width, label=_label(r, i))
+        series[_label(r, i)] = [100 * sum(errs[c]) / len(errs[c]) if errs.get(c) else 0 for c in names]
         bench = [errs[c] for c in BENCHMARK_CORRUPTIONS if len(errs.get(c, ())) == 5]
         if bench:
             clean = r.get("sets", {}).get("clean", {}).get("top1_err")
@@ -456,15 +464,9 @@ def plot_comparison(results: Sequence[Mapping[str, Any]], path: str | Path) -> P
             if clean is not None:
                 xs, ys = [0] + xs, [100 * clean] + ys
             ax2.plot(xs, ys, marker="o", label=_label(r, i))
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("top-1 error (%), mean over severities")
-    ax.set_title("error per corruption")
-    ax.legend(fontsize=7)
+    _grouped_bars(ax, names, series, "top-1 error (%), mean over severities", "error per corruption")
     ax2.set_xlabel("severity (0 = clean)")
     ax2.set_ylabel("mean top-1 error (%), 15 corruptions")
     ax2.set_title("error against severity")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
