@@ -46,7 +46,7 @@ def trained(tmp_path_factory):
         "task": {"name": "speech_translation", "kwargs": {"label_smoothing": 0.1, "specaugment": "LB"}},
         "data": {"name": "mustc", "kwargs": {"root": str(tmp_path), "vocab_size": 40}},
         "optim": {"lr": 3e-3}, "schedule": {"warmup_steps": 5},
-        "train": {"steps": 40, "batch_size": 12, "eval_every": 0, "checkpoint_every": 0},
+        "train": {"steps": 40, "batch_size": 12, "eval_every": 0, "checkpoint_every": 0, "bucket_batches": 5},
     }, "test")
     t = Trainer(recipe, tmp_path / "run")
     before = t.evaluate()
@@ -79,3 +79,24 @@ def test_eval_st_decodes_and_scores(trained):
     scores = json.loads((out / "scores.json").read_text())
     assert scores["segments"] == 12 and scores["signature"].startswith("nrefs:1|case:mixed")
     assert len((out / "hyp.txt").read_text().splitlines()) == 12
+
+
+def test_bucketed_batches_hold_similar_lengths_and_cover_the_epoch(trained):
+    from dslm_zoo.train.trainer import GlobalSampler
+
+    t = trained[1]
+    lengths = t.task.lengths("train")
+    n, batch = len(lengths), 12
+    assert isinstance(t.sampler, GlobalSampler) and t.sampler.bucket == 5
+    plain = GlobalSampler(n, 0)
+
+    def spread(sampler):  # mean over the epoch's batches of (longest - shortest) segment, in ms
+        steps = n // batch
+        return sum(max(lengths[i] for _, i in b) - min(lengths[i] for _, i in b)
+                   for b in (sampler.draws(s, batch) for s in range(steps))) / steps
+
+    assert spread(t.sampler) < 0.4 * spread(plain)  # the epoch (5 batches) sorted as one run
+    epoch = [i for s in range(n // batch) for _, i in t.sampler.draws(s, batch)]
+    assert sorted(epoch) == list(range(n))  # every segment once per epoch (60 segments = 5 batches)
+    again = GlobalSampler(n, 0, lengths=lengths, bucket=5, batch=batch)
+    assert again.draws(7, batch) == t.sampler.draws(7, batch)  # a function of (seed, step): exact resume

@@ -385,3 +385,17 @@ def test_checkpoint_averaging_exports_the_mean_of_the_last_checkpoints(tmp_path)
     assert read_metrics(tmp_path / "r")[-1]["averaged_checkpoints"] == 3
     with pytest.raises(RecipeError, match=r"average_last=3 needs train\.keep_checkpoints >= it"):
         fast_recipe("train.keep_checkpoints=2", "train.average_last=3")
+
+
+def test_bucketing_refuses_tasks_of_fixed_size_samples(tmp_path):
+    from dslm_zoo.train import Trainer, load_recipe
+    from dslm_zoo.train.config import RecipeError
+    from dslm_zoo.train.trainer import GlobalSampler
+
+    recipe = load_recipe(ROOT / "recipes" / "tiny_mlm.yaml", ["train.steps=1", "train.bucket_batches=4"])
+    with pytest.raises(RecipeError, match="bucket_batches needs sample lengths"):
+        Trainer(recipe, tmp_path / "run")
+    with pytest.raises(RecipeError, match="bucket_batches"):
+        load_recipe(ROOT / "recipes" / "tiny_mlm.yaml", ["train.bucket_batches=-1"])
+    with pytest.raises(ValueError, match="one length per sample"):
+        GlobalSampler(5, 0, lengths=[1, 2], bucket=2, batch=2)

@@ -142,7 +142,10 @@ class TrainSection:
     ``strategy``: ``single``, ``ddp`` or ``fsdp2`` (under ``torchrun``; gloo on CPU, nccl on GPU).
     ``on_nonfinite``: ``stop`` (keep the last good checkpoint, exit non-zero) or ``skip`` (drop the step).
     ``average_last``: export the mean of the weights of the last N checkpoints (checkpoint averaging, as fairseq's
-    ``average_checkpoints.py``), evaluated again before the export.
+    ``average_checkpoints.py``), evaluated again before the export. ``bucket_batches``: N > 0 groups samples of
+    similar length into batches (each run of N consecutive batches of an epoch's permutation is sorted by the
+    task's sample lengths, cut into batches, and those batches shuffled), for tasks of variable-length samples
+    (speech translation); 0 keeps plain random batches.
     """
 
     steps: int
@@ -162,6 +165,7 @@ class TrainSection:
     average_last: int = 1
     on_nonfinite: str = "stop"
     num_threads: int | None = None
+    bucket_batches: int = 0
 
     def __post_init__(self) -> None:
         _check_number("train", "steps", self.steps, lo=1, integer=True)
@@ -177,7 +181,7 @@ class TrainSection:
                 raise RecipeError(f"train.{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("log_every", "eval_batches", "keep_checkpoints", "average_last"):
             _check_number("train", key, getattr(self, key), lo=1, integer=True)
-        for key in ("eval_every", "checkpoint_every"):
+        for key in ("eval_every", "checkpoint_every", "bucket_batches"):
             _check_number("train", key, getattr(self, key), lo=0, integer=True)
         _check_choice("train", "on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         if self.average_last > 1:

@@ -113,6 +113,11 @@ class Task(ABC):
     def describe_data(self) -> dict[str, Any]:
         return {}
 
+    def lengths(self, split: str) -> Sequence[int] | None:
+        """The size of each sample of ``split`` (what ``train.bucket_batches`` sorts by); ``None`` for tasks of
+        fixed-size samples."""
+        return None
+
     def export_files(self, out_dir: Path) -> dict[str, Any]:
         """Write what the exported model needs beside its weights (a tokenizer); return pretrained-cfg fields."""
         return {}
@@ -577,6 +582,10 @@ class SpeechTranslation(Task):
             tgt_out[i, : len(t)] = torch.tensor(t, dtype=torch.long)
             tgt_out[i, len(t)] = 2  # </s>
         return {"feats": f, "feat_lengths": lengths, "tgt_in": tgt_in, "tgt_out": tgt_out}
+
+    def lengths(self, split: str) -> Sequence[int]:
+        """Milliseconds of audio per segment (fbank frames are every 10 ms): what bucketing sorts by."""
+        return [int(round(1000 * s.duration)) for s in self.datasets[split]]
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["tgt_out"] != 1).sum())

@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -53,12 +53,21 @@ class GlobalSampler:
 
     ``draws(step, batch)`` returns ``(global draw position, sample index)`` pairs; the position seeds the
     per-sample randomness of a task (MLM masks), so a sample is treated alike under any parallel layout.
+
+    With ``lengths`` and ``bucket`` = N > 0 (and the global ``batch``), each run of N batches of the epoch's
+    permutation is sorted by length, cut into batches and the batches shuffled: every batch holds samples of
+    similar length (little padding), the epoch still visits every sample once, and the order stays a function of
+    (seed, epoch), so a resumed run draws the same batches.
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, *, lengths: Sequence[int] | None = None, bucket: int = 0, batch: int = 1):
         if n < 1:
             raise ValueError("the training set is empty")
-        self.n, self.seed = n, seed
+        if bucket and (lengths is None or len(lengths) != n):
+            raise ValueError(f"bucketing needs one length per sample ({n}), got "
+                             f"{'none' if lengths is None else len(lengths)}")
+        self.n, self.seed, self.bucket, self.batch = n, seed, bucket, batch
+        self.lengths = torch.as_tensor(lengths, dtype=torch.float64) if bucket else None
         self._perms: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
@@ -66,8 +75,19 @@ class GlobalSampler:
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
             g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
-            self._perms[epoch] = torch.randperm(self.n, generator=g)
+            perm = torch.randperm(self.n, generator=g)
+            self._perms[epoch] = self._bucketed(perm, g) if self.bucket else perm
         return self._perms[epoch]
+
+    def _bucketed(self, perm: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        span = self.batch * self.bucket
+        out = []
+        for c in range(0, self.n, span):
+            chunk = perm[c : c + span]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]  # ties keep the random order
+            batches = list(torch.split(chunk, self.batch))
+            out += [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return torch.cat(out)
 
     def draws(self, step: int, batch: int) -> list[tuple[int, int]]:
         out = []
@@ -166,7 +186,7 @@ class Trainer:
         self.optimizer, self.lr_plan = build_optimizer(self.model, self.bare, recipe.optim)
         self.scheduler = build_scheduler(self.optimizer, recipe.schedule, t.steps)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
-        self.sampler = GlobalSampler(len(self.task.datasets["train"]), t.seed)
+        self.sampler = self._sampler()
         self.ckpt = CheckpointManager(self.run_dir, rank=env.rank, world=env.world, keep=t.keep_checkpoints)
         torch.manual_seed(t.seed + 7_919 * env.rank + 1)  # dropout streams differ per rank
         self.step = 0
@@ -284,6 +304,16 @@ class Trainer:
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+
+    def _sampler(self) -> GlobalSampler:
+        t = self.recipe.train
+        n = len(self.task.datasets["train"])
+        if not t.bucket_batches:
+            return GlobalSampler(n, t.seed)
+        lengths = self.task.lengths("train")
+        if lengths is None:
+            raise RecipeError(f"train.bucket_batches needs sample lengths; task {self.task.name!r} has fixed-size samples")
+        return GlobalSampler(n, t.seed, lengths=lengths, bucket=t.bucket_batches, batch=t.batch_size)
 
     def _micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
         draws = self.sampler.draws(step, self.recipe.train.batch_size)
