@@ -451,7 +451,8 @@ def render_model_card(
         b += ["| Dataset | Metric | Value |", "|---|---|---|"]
         for d, ms in metrics.items():
             for m, v in ms.items():
-                b.append(f"| {d} | {m} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {d} | {m} | {v} |")
+                # counts (targets, images) in full, measurements to 4 significant digits
+                b.append(f"| {d} | {m} | {v:.4g} |" if isinstance(v, float) else f"| {d} | {m} | {v} |")
         if cfg.eval_command:
             b += ["", f"Measured with `{cfg.eval_command}`."]
     else:
