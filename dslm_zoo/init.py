@@ -20,6 +20,7 @@ from torch import nn
 from .layers import (
     Attention,
     CrossAttention,
+    DyT,
     LMHead,
     Mlp,
     RelativePositionBias,
@@ -255,6 +256,15 @@ def _norm(rec: InitRecord) -> tuple[type, Handler]:
     return (nn.LayerNorm, fn)
 
 
+def _dyt(rec: InitRecord) -> tuple[type, Handler]:
+    def fn(m: nn.Module) -> None:  # the DyT paper's init in every scheme: alpha 0.5, gain 1, bias 0
+        rec.const(m.alpha, m.alpha_init, "DyT alpha")
+        rec.const(m.weight, 1.0, "DyT gain")
+        rec.const(m.bias, 0.0, "DyT bias")
+
+    return (DyT, fn)
+
+
 def _zero_rel_bias(rec: InitRecord) -> tuple[type, Handler]:
     # zero relative bias = position-free logits at init, which is what every scheme's logit variance assumes
     return (RelativePositionBias, lambda m: rec.const(m.bias.weight, 0.0, "relative position bias"))
@@ -281,7 +291,7 @@ def _init_stack(rec: InitRecord, stack: Transformer, std_of: StdFn, why: str) ->
             d, h = b.fc1.in_features, b.fc1.out_features
             rec.linear(b.fc1, std_of(i, "fc1", d, h), f"{why} FFN W1")
             rec.linear(b.fc2, std_of(i, "fc2", h, d), f"{why} FFN W2")
-    _walk(stack, [_norm(rec), _zero_rel_bias(rec)])
+    _walk(stack, [_norm(rec), _dyt(rec), _zero_rel_bias(rec)])
 
 
 def _xavier(fan_in: int, fan_out: int, gain: float = 1.0) -> float:

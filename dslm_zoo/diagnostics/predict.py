@@ -81,6 +81,7 @@ def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | 
         for i, res in enumerate(st.residuals()):
             b = res.branch
             g, bb, eps = _ln_stats(res.norm, ms)
+            g, bb = g * res.in_scale**2, bb * res.in_scale**2  # LayerNorm Scaling: the norm's output times in_scale
             common = dict(
                 block=i // (3 if st.has_cross_attn else 2), d=st.dim, norm_first=res.norm_first,
                 lam2=res.lam**2, beta2=res.beta**2, p=_drop_p(res.drop) if train else 0.0, ln_g=g, ln_b=bb, eps=eps,
@@ -320,6 +321,10 @@ def predict(
             model = _build_meta(model_or_cfg, **model_kwargs)
     elif model_kwargs:
         raise TypeError(f"config overrides {sorted(model_kwargs)} need a model name or config, not a built model")
+    cfg_seen = fast[2] if fast is not None else getattr(model, "cfg", None)
+    if getattr(cfg_seen, "norm", "layernorm") != "layernorm" or getattr(cfg_seen, "peri_norm", False):
+        raise ValueError(f"the signal theory models LayerNorm stacks (Pre-/Post-LN, with or without ln_scaling); "
+                         f"norm={cfg_seen.norm!r}, peri_norm={cfg_seen.peri_norm} are not modelled")
     if fast is not None:
         stacks, embeds, cfg, cls = fast
         r_default = [float(cfg.dslm_r_emb)] * len(stacks)
@@ -455,6 +460,9 @@ def _spec_stacks(cls: type, cfg: Any, scheme: str, seq_len: int | None, memory_l
             s = blk.subs[i % per_block]
             d = s.d
             upd: dict[str, Any] = dict(block=i // per_block, lam2=lam * lam, beta2=beta * beta)
+            if cfg.ln_scaling:  # layer l's norm outputs times 1/sqrt(l), as Transformer builds it (the probe has l = 1)
+                sc2 = ((i // per_block + 1) ** -0.5) ** 2
+                upd.update(ln_g=s.ln_g * sc2, ln_b=s.ln_b * sc2)
             if s.kind == "ffn":
                 upd.update(s1=std_of(i, "fc1", d, s.dff) ** 2, s2=std_of(i, "fc2", s.dff, d) ** 2)
             else:

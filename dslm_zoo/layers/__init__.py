@@ -3,7 +3,7 @@ from .attention import Attention, CrossAttention
 from .embed import ConvSubsampler, PatchEmbed, SpeechEmbedding, TokenEmbedding, ViTEmbedding
 from .heads import LMHead, MLMHead, QAHead, SequenceClassificationHead
 from .mlp import Mlp
-from .norm import LayerNorm
+from .norm import NORMS, DyT, LayerNorm, make_norm
 from .position import POS_EMBEDS, AlibiBias, RelativePositionBias, SinusoidalPosition
 from .residual import Residual
 from .transformer import Block, Transformer, padding_bias

@@ -5,6 +5,11 @@ Post-LN: x <- LN(lambda x + beta Dropout(Branch(x)))
 lambda and beta are fixed Python floats set by the init scheme (DSLM: lambda^2 + beta^2 = 1; DeepNorm:
 lambda = alpha, beta = 1; Xavier/Megatron: 1, 1). Floats, not buffers: a bf16 buffer would round
 sqrt(0.995) to 0.9961 and the error would compound over a thousand sub-layers.
+
+Two Pre-LN variants the depth study compares DSLM with (issue 13), both off by default:
+Peri-LN (Kim et al. 2025, arXiv:2502.02732): x <- lambda x + beta Dropout(LN_out(Branch(LN(x)))), a norm on the
+branch output too (``out_norm``); LayerNorm Scaling (Sun et al. 2025, "The Curse of Depth", arXiv:2502.05795):
+x <- lambda x + beta Dropout(Branch(LN(x) / sqrt(l))) in layer l = 1..L (``in_scale``).
 """
 from __future__ import annotations
 
@@ -19,11 +24,16 @@ __all__ = ["Residual"]
 class Residual(nn.Module):
     """One residual sub-layer around an injected ``branch`` (attention, cross-attention or FFN)."""
 
-    def __init__(self, branch: nn.Module, norm: nn.Module, norm_first: bool, drop: float = 0.0):
+    def __init__(self, branch: nn.Module, norm: nn.Module, norm_first: bool, drop: float = 0.0, *,
+                 out_norm: nn.Module | None = None, in_scale: float = 1.0):
         super().__init__()
+        if not norm_first and (out_norm is not None or in_scale != 1.0):
+            raise ValueError("out_norm (Peri-LN) and in_scale (LayerNorm Scaling) are Pre-LN variants: need norm_first=True")
         self.branch = branch
         self.norm = norm
         self.norm_first = norm_first
+        self.out_norm = out_norm
+        self.in_scale = float(in_scale)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
         self.lam = 1.0
         self.beta = 1.0
@@ -37,8 +47,11 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.norm_first:
-            return self._combine(x, self.drop(self.branch(self.norm(x), *args, **kwargs)))
+            h = self.norm(x)
+            y = self.branch(h if self.in_scale == 1.0 else h * self.in_scale, *args, **kwargs)
+            return self._combine(x, self.drop(y if self.out_norm is None else self.out_norm(y)))
         return self.norm(self._combine(x, self.drop(self.branch(x, *args, **kwargs))))
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam:.6g}, beta={self.beta:.6g}, norm_first={self.norm_first}"
+        extra = "" if self.in_scale == 1.0 else f", in_scale={self.in_scale:.6g}"
+        return f"lam={self.lam:.6g}, beta={self.beta:.6g}, norm_first={self.norm_first}{extra}"

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, CrossAttention
 from .mlp import Mlp
-from .norm import LayerNorm
+from .norm import NORMS, make_norm
 from .position import AlibiBias, RelativePositionBias
 from .residual import Residual
 
@@ -72,7 +72,9 @@ class Transformer(nn.Module):
     """A stack of ``depth`` blocks plus the final LayerNorm that Pre-LN needs (Identity for Post-LN).
 
     ``seq_len`` (and ``memory_len`` for cross-attention) are the lengths the stack is built for; the DSLM
-    scheme's finite-L rule and the theory read them. ``pos_bias`` ('alibi' | 'relative' | None) adds position information to the logits.
+    scheme's finite-L rule and the theory read them. ``pos_bias`` ('alibi' | 'relative' | None) adds position
+    information to the logits. ``norm`` ('layernorm' | 'dyt') is every norm of the stack; ``peri_norm`` and
+    ``ln_scaling`` are the Pre-LN variants of :mod:`dslm_zoo.layers.residual` (Peri-LN, LayerNorm Scaling).
     """
 
     def __init__(
@@ -90,30 +92,37 @@ class Transformer(nn.Module):
         pos_bias: str | None = None,
         seq_len: int | None = None,
         memory_len: int | None = None,
+        norm: str = "layernorm",
+        peri_norm: bool = False,
+        ln_scaling: bool = False,
         device=None,
         dtype=None,
     ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
         self.depth, self.dim, self.norm_first, self.causal = depth, dim, norm_first, causal
         self.seq_len, self.memory_len = seq_len, memory_len
         self.grad_checkpointing = False
         hidden = int(dim * mlp_ratio)
         fk = dict(device=device, dtype=dtype)
 
-        def res(branch: nn.Module) -> Residual:
-            return Residual(branch, LayerNorm(dim, **fk), norm_first, drop)
+        def res(branch: nn.Module, layer: int) -> Residual:
+            return Residual(branch, make_norm(norm, dim, **fk), norm_first, drop,
+                            out_norm=make_norm(norm, dim, **fk) if peri_norm else None,
+                            in_scale=layer ** -0.5 if ln_scaling else 1.0)
 
         self.blocks = nn.ModuleList(
             Block(
-                attn=res(Attention(dim, num_heads, attn_drop, causal=causal, **fk)),
-                cross_attn=res(CrossAttention(dim, num_heads, attn_drop, **fk)) if cross_attn else None,
-                mlp=res(Mlp(dim, hidden, act, **fk)),
+                attn=res(Attention(dim, num_heads, attn_drop, causal=causal, **fk), layer),
+                cross_attn=res(CrossAttention(dim, num_heads, attn_drop, **fk), layer) if cross_attn else None,
+                mlp=res(Mlp(dim, hidden, act, **fk), layer),
             )
-            for _ in range(depth)
+            for layer in range(1, depth + 1)
         )
-        self.norm = LayerNorm(dim, **fk) if norm_first else nn.Identity()
+        self.norm = make_norm(norm, dim, **fk) if norm_first else nn.Identity()
         self.pos_bias: nn.Module | None
         if pos_bias == "alibi":
             self.pos_bias = AlibiBias(num_heads, device=device)

@@ -8,6 +8,7 @@ from torch import nn
 
 from .._config import ConfigBase
 from ..layers import Transformer, ViTEmbedding
+from ..layers.norm import NORMS
 from ..layers.position import POS_EMBEDS
 from ._base import ZooModel
 
@@ -20,6 +21,11 @@ _INITS = ("dslm", "xavier", "deepnorm", "megatron")
 @dataclass(frozen=True)
 class TransformerConfig(ConfigBase):
     """Fields every family shares. ``norm_first`` = Pre-LN (PyTorch's name).
+
+    ``norm`` ('layernorm' | 'dyt': Dynamic Tanh), ``peri_norm`` (Peri-LN: a norm on each branch's output too) and
+    ``ln_scaling`` (LayerNorm Scaling: layer l's norm outputs times 1/sqrt(l)) are the other deep-stability methods
+    the depth study compares DSLM with; the last two are Pre-LN variants. The signal theory models LayerNorm,
+    with or without LayerNorm Scaling.
 
     ``dslm_r_emb`` is the token correlation of the summed embedding tables on the training data (Kedia et al.
     2024, Sec. 4 step 4; measure it with ``dslm_zoo.diagnostics.measure_r_emb``); ``dslm_seq_len`` is the length the
@@ -38,6 +44,9 @@ class TransformerConfig(ConfigBase):
     dslm_k: float = 2.0
     dslm_r_emb: float = 0.2
     dslm_seq_len: int | None = None
+    norm: str = "layernorm"
+    peri_norm: bool = False
+    ln_scaling: bool = False
 
     bounds: ClassVar[dict[str, tuple[Any, Any]]] = {
         "depth": (1, None), "embed_dim": (1, None), "num_heads": (1, None), "mlp_ratio": ((">", 0.0), None),
@@ -55,6 +64,11 @@ class TransformerConfig(ConfigBase):
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r} ('skip' is for init_weights only)")
         if not (0.0 <= self.drop_rate < 1.0 and 0.0 <= self.attn_drop_rate < 1.0):
             raise ValueError("drop_rate and attn_drop_rate must lie in [0, 1)")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not self.norm_first and (self.peri_norm or self.ln_scaling):
+            raise ValueError(f"peri_norm={self.peri_norm} and ln_scaling={self.ln_scaling} are Pre-LN variants: they "
+                             "need norm_first=True")
         pos = getattr(self, "pos_embed", None)
         if pos is not None and pos not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos!r}")
@@ -69,6 +83,9 @@ class TransformerConfig(ConfigBase):
             drop=self.drop_rate,
             attn_drop=self.attn_drop_rate,
             norm_first=self.norm_first,
+            norm=self.norm,
+            peri_norm=self.peri_norm,
+            ln_scaling=self.ln_scaling,
         )
 
 
