@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,26 +24,14 @@ ARMS = {"xavier": ("xavier", "none"), "dslm+rule": ("dslm", "dslm"), "dslm-no-ru
 
 
 def run_one(runs: Path, recipe: Path, arm: str, depth: int, lr: float, steps: int) -> dict:
-    init, rule = ARMS[arm]
-    out = runs / f"{arm}_d{depth}_lr{lr:g}"
-    result = out / "export" / "config.json"
-    if not result.is_file():
-        if out.exists():
-            import shutil
+    from dslm_zoo.train.sweep import run_recipe
 
-            shutil.rmtree(out)
-        cmd = [sys.executable, "-m", "dslm_zoo.train", str(recipe), "--out", str(out),
-               "--set", f"model.kwargs.depth={depth}", "--set", f"model.kwargs.init={init}",
-               "--set", f"optim.lr_rule={rule}", "--set", f"optim.lr={lr}", "--set", f"train.steps={steps}"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode not in (0, 3):
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    ev = [x for x in rows if x.get("split") == "validation"]
-    nonfinite = any("nonfinite" in x for x in rows)
-    loss = ev[-1]["eval_loss"] if ev and not nonfinite else float("inf")
-    return {"arm": arm, "depth": depth, "lr": lr, "eval_loss": loss, "diverged": nonfinite or not math.isfinite(loss),
-            "train_loss_last": next((x["loss"] for x in reversed(rows) if x.get("loss") is not None), None)}
+    init, rule = ARMS[arm]
+    r = run_recipe(recipe, runs / f"{arm}_d{depth}_lr{lr:g}", [f"model.kwargs.depth={depth}", f"model.kwargs.init={init}",
+                                                               f"optim.lr_rule={rule}", f"optim.lr={lr}", f"train.steps={steps}"])
+    nonfinite = r.returncode == 3 or not math.isfinite(r.eval_loss)
+    return {"arm": arm, "depth": depth, "lr": lr, "eval_loss": r.eval_loss, "diverged": nonfinite,
+            "train_loss_last": r.last_loss}
 
 
 def unigram_baseline(data: str = "python-docs") -> float:
@@ -155,7 +142,7 @@ def main() -> int:
     for d in sorted(runs.iterdir()):
         arm, _, rest = d.name.partition("_d")
         depth, _, lr = rest.partition("_lr")
-        if arm in ARMS and (d / "export" / "config.json").is_file() and (arm, int(depth), float(lr)) not in done:
+        if arm in ARMS and (d / "sweep_status.json").is_file() and (arm, int(depth), float(lr)) not in done:
             results.append(run_one(runs, Path(args.recipe), arm, int(depth), float(lr), args.steps))
     (runs / "results.json").write_text(json.dumps(results, indent=2))
     cmd = "python eval/lr_sweep.py " + " ".join(sys.argv[1:])

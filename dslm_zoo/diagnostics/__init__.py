@@ -7,10 +7,11 @@ from .compare import (
     predict_vs_measure,
 )
 from .hooks import ResidualPoint, SignalMonitor, residual_points
+from .attention import attention_entropy
 
 __all__ = [
     "SignalMonitor", "ResidualPoint", "predict_vs_measure", "predict_and_measure", "average_pairs", "across_models",
     "residual_points",
     "SignalMeasurement", "measure", "measure_many", "compare", "Comparison", "SignalPrediction", "SignalTable",
-    "predict", "measure_r_emb", "measure_embedding", "token_correlation",
+    "predict", "measure_r_emb", "measure_embedding", "token_correlation", "attention_entropy",
 ]

@@ -1,0 +1,80 @@
+"""eval/depth_stability.py and the sweep runner under it, on the toy language (the study itself is a long run:
+docs/depth.md). Checks the mechanics: every method and placement runs or is reported, finished runs are reused,
+divergence is read off the losses, the analysis reads the exported weights."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import dslm_zoo
+from dslm_zoo.diagnostics import attention_entropy
+from dslm_zoo.layers import Attention
+from dslm_zoo.train.sweep import summarize_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("depth_stability", ROOT / "eval" / "depth_stability.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_depth_stability_runs_every_method_and_reuses_finished_runs(tmp_path, capsys):
+    ds = _script()
+    argv = ["--recipe", str(ROOT / "recipes" / "tiny_mlm.yaml"), "--depths", "2", "--steps", "3",
+            "--methods", "dslm", "peri_ln", "dyt", "--placements", "pre", "post", "--workers", "2",
+            "--runs", str(tmp_path / "runs"), "--md", str(tmp_path / "t.md"), "--png", str(tmp_path / "l.png"),
+            "--grad-png", str(tmp_path / "g.png")]
+    assert ds.main(argv) == 0
+    table = (tmp_path / "t.md").read_text()
+    body = [line.split(" | ") for line in table.splitlines() if line.startswith("| 2 |")]
+    assert sorted((r[1], r[3]) for r in body) == sorted(
+        [("pre", m) for m in ("dslm", "peri_ln", "dyt")] + [("post", m) for m in ("dslm", "dyt")])
+    rows = json.loads((tmp_path / "runs" / "results.json").read_text())
+    for r in rows:
+        assert "error" not in r, r
+        assert math.isfinite(r["eval_loss"]) and len(r["grad_profile"]) == 4 and 0 <= r["attn_entropy_last"] <= 1
+        assert len(r["curve"]) == 3
+    assert (tmp_path / "l.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+    stamp = (tmp_path / "runs" / "dslm_d2_pre_fp32" / "metrics.jsonl").stat().st_mtime_ns
+    assert ds.main(argv) == 0  # the second call trains nothing
+    assert (tmp_path / "runs" / "dslm_d2_pre_fp32" / "metrics.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_divergence_is_a_non_finite_loss_or_a_loss_above_its_start(tmp_path):
+    def write(rows):
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return summarize_run(tmp_path)
+
+    ok = write([{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}, {"step": 2, "split": "validation", "eval_loss": 4.1}])
+    assert not ok.diverged and ok.eval_loss == 4.1 and ok.train_losses == [(1, 5.0), (2, 4.0)]
+    up = write([{"step": 1, "loss": 5.0}, {"step": 2, "loss": 6.0}, {"step": 2, "split": "validation", "eval_loss": 6.1}])
+    assert up.diverged and up.eval_loss == 6.1
+    nan = summarize_run(tmp_path, returncode=3)
+    assert nan.diverged and nan.eval_loss == float("inf")
+
+
+def test_attention_entropy_is_one_for_uniform_rows_and_zero_for_one_hot_rows():
+    torch.manual_seed(0)
+    for causal in (False, True):
+        m = dslm_zoo.create_model("dslm_gpt_tiny" if causal else "dslm_bert_tiny", depth=1, pos_embed="learned")
+        att = next(a for a in m.modules() if isinstance(a, Attention))
+        with torch.no_grad():
+            att.qkv.weight[: att.qkv.weight.shape[1]].zero_()  # q = bias = 0: every logit 0, uniform rows
+            att.qkv.bias.zero_()
+        assert attention_entropy(m, torch.randint(5, 100, (2, 12))) == [pytest.approx(1.0, abs=1e-5)]
+    # one head, q = 100 x and k = x on near-orthogonal tokens: each row on its own token
+    att = Attention(16, 1)
+    with torch.no_grad():
+        att.qkv.weight.copy_(torch.cat([100 * torch.eye(16), torch.eye(16), torch.eye(16)]))
+        att.qkv.bias.zero_()
+    x = torch.eye(16)[None] * 3
+    wrapper = torch.nn.Sequential(att)
+    assert attention_entropy(wrapper, x)[0] < 1e-3
