@@ -273,7 +273,9 @@ def _resolve_pretrained_cfg(
                 raise
             cfg = PretrainedCfg(architecture=arch)  # an unregistered variant built directly
     elif isinstance(pretrained_cfg, str):
-        cfg = get_pretrained_cfg(pretrained_cfg)
+        # timm.create_model('arch.tag') passes the tag alone (timm's pretrained_tag); a full 'arch.tag' works too
+        arch = split_model_name(variant)[0]
+        cfg = get_pretrained_cfg(pretrained_cfg if "." in pretrained_cfg else f"{arch}.{pretrained_cfg}")
     elif isinstance(pretrained_cfg, PretrainedCfg):
         cfg = pretrained_cfg
     elif isinstance(pretrained_cfg, Mapping):
