@@ -171,7 +171,8 @@ def _add_eval_robustness(esub: argparse._SubParsersAction) -> None:
     q.add_argument("root", help="a folder holding any of val/, imagenet-c/, imagenet-a/, imagenet-r/, imagenet-sketch/, "
                                "imagenetv2*/ (1000-class models), or val/ and fashion-mnist-c/ (`dslm-zoo data corrupt`)")
     q.add_argument("--generate-c", action="store_true", help="corrupt val/ on the fly instead of reading imagenet-c/")
-    q.add_argument("--corruptions", nargs="+", help="default: the 15 benchmark corruptions")
+    q.add_argument("--corruptions", nargs="+", help="names, or 'all' (the 19: 15 benchmark + 4 held out); default: the "
+                                                    "15 benchmark corruptions")
     q.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     q.add_argument("--limit", type=positive_int, help="only the first N images of each set (a fixed slice)")
     q.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions")
@@ -201,13 +202,13 @@ def cmd_eval_classify(args: argparse.Namespace) -> int:
 
 def cmd_eval_robustness(args: argparse.Namespace) -> int:
     from . import create_model
-    from .evals.robustness import BENCHMARK_CORRUPTIONS
+    from .evals.robustness import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS
     from .robustness import evaluate_robustness
 
     model = create_model(args.model, pretrained=True)
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
-    res = evaluate_robustness(model, args.root, generate_c=args.generate_c,
-                              corruptions=args.corruptions or BENCHMARK_CORRUPTIONS, severities=args.severities,
+    corruptions = ALL_CORRUPTIONS if args.corruptions == ["all"] else args.corruptions or BENCHMARK_CORRUPTIONS
+    res = evaluate_robustness(model, args.root, generate_c=args.generate_c, corruptions=corruptions, severities=args.severities,
                               limit=args.limit, seed=args.seed, batch_size=args.batch, skip_bad=args.skip_bad,
                               baseline=baseline, out_dir=args.out)
     summary = {k: round(v["top1_err"], 5) for k, v in res["sets"].items() if ":" not in k or k.startswith("imagenet-v2:")}

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .data.images import corrupt_array, pad_image
-from .evals.robustness import BENCHMARK_CORRUPTIONS, mce, subset_indices, topk_correct
+from .evals.robustness import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, HELD_OUT_CORRUPTIONS, mce, subset_indices, topk_correct
 
 __all__ = ["FolderSet", "ArraySet", "evaluate_folder", "evaluate_images", "image_data_set", "comparison_table",
            "plot_comparison", "evaluate_robustness", "find_benchmarks", "corrupt_image"]
@@ -288,6 +288,10 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
     are its classes (:func:`dslm_zoo.data.images.export_corrupted_folder` writes one); ImageNet-A/R/Sketch/V2
     need 1000-way outputs and are listed under ``"skipped"``. AlexNet normalisation means nothing off ImageNet:
     there, pass ``baseline`` (another model's results) to get CE and mCE normalised by that model's errors."""
+    unknown = [c for c in corruptions if c not in ALL_CORRUPTIONS] + [str(s) for s in severities if s not in range(1, 6)]
+    if unknown:
+        raise ValueError(f"unknown corruption(s) or severity(ies) {unknown}; corruptions: {list(ALL_CORRUPTIONS)}, "
+                         "severities 1..5")
     n_cls = getattr(model, "num_classes", None)
     if not isinstance(n_cls, int) or n_cls < 2:
         raise ValueError(f"the model has {n_cls!r} classes: expected a classifier (model.num_classes >= 2)")
@@ -427,7 +431,6 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table of several ``robustness.json`` results: clean error, mean corruption error over the
     benchmark corruptions and over the held-out ones (percent, severities 1..5), and mCE / relative mCE against
     the baseline each was scored with (``--baseline``), where it was."""
-    from .evals.robustness import HELD_OUT_CORRUPTIONS
 
     rows = ["| model | clean error (%) | mean C error, 15 benchmark (%) | mean C error, 4 held out (%) | "
             "mCE vs baseline | relative mCE | baseline |", "|---|---:|---:|---:|---:|---:|---|"]
@@ -449,7 +452,6 @@ def plot_comparison(results: Sequence[Mapping[str, Any]], path: str | Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evals.robustness import ALL_CORRUPTIONS
 
     names = [c for c in ALL_CORRUPTIONS if any(c in r.get("corruption_errors", {}) for r in results)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 1]})

@@ -140,6 +140,8 @@ def test_corrupted_copy_and_robustness_against_a_baseline(fashion, vit_run, tmp_
     shutil.rmtree(next((root / "val").iterdir()))
     with pytest.raises(ValueError, match="9 class folders but the model has 10 classes"):
         evaluate_robustness(m, root, corruptions=["contrast"], severities=[1])
+    with pytest.raises(ValueError, match="unknown corruption"):
+        evaluate_robustness(m, root, corruptions=["gaussian_nois"])
     with pytest.raises(ValueError, match="imagecorruptions refuses"):
         export_corrupted_folder(data, tmp_path / "x", img_size=28)
 
