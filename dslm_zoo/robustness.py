@@ -431,7 +431,6 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table of several ``robustness.json`` results: clean error, mean corruption error over the
     benchmark corruptions and over the held-out ones (percent, severities 1..5), and mCE / relative mCE against
     the baseline each was scored with (``--baseline``), where it was."""
-
     rows = ["| model | clean error (%) | mean C error, 15 benchmark (%) | mean C error, 4 held out (%) | "
             "mCE vs baseline | relative mCE | baseline |", "|---|---:|---:|---:|---:|---:|---|"]
     for i, r in enumerate(results):
