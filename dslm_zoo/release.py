@@ -7,8 +7,8 @@ One command turns ``RUN_DIR/export`` into everything a release is, so no number 
    ``config.json``, ``tokenizer.json``, ``README.md``);
 2. the stored weights are loaded back as a user gets them (fp32 compute) and evaluated by the task's evaluator:
    for language models the loss, perplexity and unigram baseline on the data set's test split, for image
-   classifiers top-1/top-5 on the official test split; each also on a committed slice of that split (what the
-   tests re-measure on a fresh clone);
+   classifiers top-1/top-5 on the official test split, for QA models the official SQuAD scores on the recipe's
+   held-out test file; each also on a committed slice of that split (what the tests re-measure on a fresh clone);
 3. the metrics and the commands that made them go into the pretrained cfg, the card (also copied to
    ``model_cards/<arch>.<tag>.md``) and ``dslm_zoo/models/releases.json``, which registers the tag at import;
 4. golden logits on a fixed input go to ``tests/golden/<arch>.<tag>.json``.
