@@ -59,6 +59,10 @@ def test_a_control_model_can_be_the_normaliser():
     deep = {"fog": [0.1, 0.15, 0.2, 0.25, 0.3], "contrast": [0.1] * 5}
     out = mce(deep, baseline=control)
     assert out["per_corruption"]["fog"]["CE"] == pytest.approx(50.0) and out["mCE"] == pytest.approx(75.0)
+    # the control's contrast errors equal its clean error: relative CE is undefined there, not a division by zero
+    rel = mce(deep, clean_error=0.1, baseline=control, baseline_clean_error=0.1)
+    assert "relative_CE" not in rel["per_corruption"]["contrast"] and rel["relative_mCE_corruptions"] == ["fog"]
+    assert rel["relative_mCE"] == pytest.approx(100.0 * (0.0 + 0.05 + 0.1 + 0.15 + 0.2) / (0.1 + 0.2 + 0.3 + 0.4 + 0.5))
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -79,7 +79,8 @@ def corruption_errors(errors: Mapping[str, Sequence[float]], *, clean_error: flo
             row["CE"] = 100.0 * sum(e) / sum(base[c])
             if clean_error is not None and b_clean is not None:
                 den = sum(x - b_clean for x in base[c])
-                row["relative_CE"] = 100.0 * sum(x - clean_error for x in e) / den
+                if den > 0:  # relative CE is undefined where the baseline does not degrade (its errors sum to its clean)
+                    row["relative_CE"] = 100.0 * sum(x - clean_error for x in e) / den
         out[c] = row
     return out
 
@@ -102,8 +103,11 @@ def mce(errors: Mapping[str, Sequence[float]], *, clean_error: float | None = No
         "corruptions": names,
         "per_corruption": per,
     }
-    if all("relative_CE" in per[c] for c in names):
-        out["relative_mCE"] = sum(per[c]["relative_CE"] for c in names) / len(names)
+    rel = [c for c in names if "relative_CE" in per[c]]
+    if rel:
+        out["relative_mCE"] = sum(per[c]["relative_CE"] for c in rel) / len(rel)
+        if len(rel) < len(names):  # a baseline that does not degrade under some corruption: relative CE undefined there
+            out["relative_mCE_corruptions"] = rel
     return out
 
 
