@@ -58,6 +58,7 @@ def run_demo() -> None:
             rows.append([family, name, f"{n / 1e6:.2f}M", model.depth, model.cfg.init, device, f"{build:.2f}s", out])
     print(_table(rows, ["family", "model", "params", "depth", "init", "device", "build", "forward"]))
     _pretrained_demo()
+    _qa_demo()
     _signal_demo()
     _train_demo()
 
@@ -71,7 +72,8 @@ def _pretrained_demo() -> None:
     from . import get_pretrained_cfg, get_tokenizer
     from .models import GPT, Bert
 
-    names = [n for n in list_pretrained() if get_pretrained_cfg(n).tokenizer]
+    qa = [n for n in list_pretrained() if (get_pretrained_cfg(n).model_args or {}).get("head") == "qa"]
+    names = [n for n in list_pretrained() if get_pretrained_cfg(n).tokenizer and n not in qa]
     if not names:
         print("\nreleased text weights: none yet")
         return
@@ -93,6 +95,36 @@ def _pretrained_demo() -> None:
             x = torch.tensor([tok.encode(prompt, add_special_tokens=False).ids])
             out = model.generate(x, 24, temperature=0.8, top_k=40, generator=torch.Generator().manual_seed(0))
             print(f"  {name}: {prompt!r} -> {tok.decode(out[0, x.shape[1]:].tolist())!r}")
+
+
+def _qa_demo() -> None:
+    """The released QA models on held-out questions of the committed qa-facts test slice, with the official
+    SQuAD v2.0 scores over the whole slice (the cards' ``qa-facts:test-slice`` rows)."""
+    import tempfile
+
+    from . import get_pretrained_cfg, get_tokenizer
+    from .evals.qa import answer_and_score, predict_answers
+    from .evals.squad import load_dataset
+    from .release import QA_SLICE, REPO_ROOT
+
+    names = [n for n in list_pretrained() if (get_pretrained_cfg(n).model_args or {}).get("head") == "qa"]
+    path = REPO_ROOT / QA_SLICE
+    if not names or not path.is_file():
+        return
+    _, questions = load_dataset(path)
+    shown = [q for q in questions if q.answers][:3]
+    print(f"\nreleased QA weights ({len(names)}), on held-out qa-facts questions ({QA_SLICE}; templated facts: reading, "
+          "not comprehension):")
+    for name in names:
+        model, tok = create_model(name, pretrained=True).eval(), get_tokenizer(name)
+        preds, _ = predict_answers(model, shown, tok, progress=False)
+        print(f"  {name}:")
+        for q in shown:
+            print(f"    {q.question!r} -> {preds[q.qid]!r} (gold {q.answers[0]!r})")
+        with tempfile.TemporaryDirectory() as tmp:
+            sc = answer_and_score(model, path, tok, tmp, progress=False)
+        print(f"    whole slice ({sc['total']} questions, v2.0 script): EM {sc['exact']:.1f}, F1 {sc['f1']:.1f}; "
+              f"at the best na threshold EM {sc['best_exact']:.1f}, F1 {sc['best_f1']:.1f}")
 
 
 def _signal_demo() -> None:
