@@ -120,15 +120,16 @@ def _plot(rows: list[dict], png: Path, grad_png: Path) -> None:
         fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
         for ax, g in zip(axes[0], groups):
             for r in (r for r in rows if (r["depth"], r["placement"], r["precision"]) == g and r.get(key)):
+                style = dict(label=r["method"], lw=1, color=f"C{list(METHODS).index(r['method'])}")  # one colour per method
                 if key == "curve":
-                    ax.plot([s for s, _ in r[key]], [min(v, 20.0) for _, v in r[key]], label=r["method"], lw=1)
+                    ax.plot([s for s, _ in r[key]], [min(v, 20.0) for _, v in r[key]], **style)
                 else:
-                    ax.semilogy(range(len(r[key])), r[key], label=r["method"], lw=1)
+                    ax.semilogy(range(len(r[key])), r[key], **style)
             ax.set_title(f"{g[0]} layers, {g[1]}-LN, {g[2]}", fontsize=9)
             ax.set_xlabel("step" if key == "curve" else "sub-layer")
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         axes[0][0].set_ylabel("training loss (clipped at 20)" if key == "curve" else "gradient variance")
-        axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
