@@ -65,12 +65,13 @@ def analyse(out: Path) -> dict[str, Any]:
             "attn_entropy_last": ent[-1], "attn_entropy_first": ent[0]}
 
 
-def run_one(runs: Path, recipe: Path, method: str, depth: int, placement: str, precision: str, steps: int) -> dict:
+def run_one(runs: Path, recipe: Path, method: str, depth: int, placement: str, precision: str, steps: int,
+            extra: list[str] | None = None) -> dict:
     from dslm_zoo.train.sweep import run_recipe
 
     out = runs / run_name(method, depth, placement, precision)
     sets = METHODS[method] + [f"model.kwargs.depth={depth}", f"model.kwargs.norm_first={placement == 'pre'}",
-                              f"train.precision={precision}", f"train.steps={steps}"]
+                              f"train.precision={precision}", f"train.steps={steps}"] + list(extra or [])
     row: dict[str, Any] = {"method": method, "depth": depth, "placement": placement, "precision": precision}
     try:
         r = run_recipe(recipe, out, sets)
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a further recipe override for every run, e.g. optim.lr=3e-4 (use its own --runs directory)")
     p.add_argument("--recipe", default=str(ROOT / "recipes" / "depth_stability_mlm.yaml"))
     p.add_argument("--runs", default=str(ROOT / "out" / "depth_stability"))
     p.add_argument("--md", default=str(ROOT / "eval" / "results" / "depth_stability.md"))
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with ThreadPoolExecutor(args.workers) as pool, tqdm(total=len(jobs), desc="depth stability", disable=None) as bar:
-        futs = [pool.submit(run_one, runs, Path(args.recipe), *job, args.steps) for job in jobs]
+        futs = [pool.submit(run_one, runs, Path(args.recipe), *job, args.steps, args.extra) for job in jobs]
         for f in futs:
             rows.append(f.result())
             bar.update(1)

@@ -29,7 +29,7 @@ def _script():
 def test_depth_stability_runs_every_method_and_reuses_finished_runs(tmp_path, capsys):
     ds = _script()
     argv = ["--recipe", str(ROOT / "recipes" / "tiny_mlm.yaml"), "--depths", "2", "--steps", "3",
-            "--methods", "dslm", "peri_ln", "dyt", "--placements", "pre", "post", "--workers", "2",
+            "--methods", "dslm", "peri_ln", "dyt", "--placements", "pre", "post", "--workers", "2", "--set", "optim.lr=5e-4",
             "--runs", str(tmp_path / "runs"), "--md", str(tmp_path / "t.md"), "--png", str(tmp_path / "l.png"),
             "--grad-png", str(tmp_path / "g.png")]
     assert ds.main(argv) == 0
@@ -43,6 +43,10 @@ def test_depth_stability_runs_every_method_and_reuses_finished_runs(tmp_path, ca
         assert math.isfinite(r["eval_loss"]) and len(r["grad_profile"]) == 4 and 0 <= r["attn_entropy_last"] <= 1
         assert len(r["curve"]) == 3
     assert (tmp_path / "l.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+    from dslm_zoo.train.rundir import read_recipe
+
+    run = read_recipe(tmp_path / "runs" / "dyt_d2_post_fp32")
+    assert run.optim.lr == 5e-4 and run.model.kwargs["norm"] == "dyt" and run.model.kwargs["norm_first"] is False
     stamp = (tmp_path / "runs" / "dslm_d2_pre_fp32" / "metrics.jsonl").stat().st_mtime_ns
     assert ds.main(argv) == 0  # the second call trains nothing
     assert (tmp_path / "runs" / "dslm_d2_pre_fp32" / "metrics.jsonl").stat().st_mtime_ns == stamp
