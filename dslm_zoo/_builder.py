@@ -42,6 +42,7 @@ from ._registry import (
     PretrainedCfg,
     get_architecture_cfg,
     get_pretrained_cfg,
+    is_model,
     list_pretrained,
     model_entrypoint,
     split_model_name,
@@ -274,8 +275,8 @@ def _resolve_pretrained_cfg(
             cfg = PretrainedCfg(architecture=arch)  # an unregistered variant built directly
     elif isinstance(pretrained_cfg, str):
         # timm.create_model('arch.tag') passes the tag alone (timm's pretrained_tag); a full 'arch.tag' works too
-        arch = split_model_name(variant)[0]
-        cfg = get_pretrained_cfg(pretrained_cfg if "." in pretrained_cfg else f"{arch}.{pretrained_cfg}")
+        tagged = "." in pretrained_cfg or is_model(pretrained_cfg)
+        cfg = get_pretrained_cfg(pretrained_cfg if tagged else f"{split_model_name(variant)[0]}.{pretrained_cfg}")
     elif isinstance(pretrained_cfg, PretrainedCfg):
         cfg = pretrained_cfg
     elif isinstance(pretrained_cfg, Mapping):
