@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "format_metric",
     "HUB_ENV_VAR",
     "REPO_MIRROR",
     "WEIGHTS_NAME",
@@ -352,6 +353,12 @@ def _dataset_name(key: str) -> str:
     return key.split(":", 1)[0]
 
 
+def format_metric(value: Any) -> str:
+    """A card metric as the cards and ``dslm-zoo list --metrics`` print it: counts (targets, images) in full,
+    measurements to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def render_model_card(
     model_or_cfg: "nn.Module | PretrainedCfg",
     *,
@@ -451,8 +458,7 @@ def render_model_card(
         b += ["| Dataset | Metric | Value |", "|---|---|---|"]
         for d, ms in metrics.items():
             for m, v in ms.items():
-                # counts (targets, images) in full, measurements to 4 significant digits
-                b.append(f"| {d} | {m} | {v:.4g} |" if isinstance(v, float) else f"| {d} | {m} | {v} |")
+                b.append(f"| {d} | {m} | {format_metric(v)} |")
         if cfg.eval_command:
             b += ["", f"Measured with `{cfg.eval_command}`."]
     else:

@@ -27,6 +27,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from . import get_pretrained_cfg, list_models
+    from ._hub import format_metric
 
     names = list_models(args.filter, pretrained=args.pretrained)
     if not names:
@@ -41,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("|---|---:|---|" + "---:|" * len(cols))
     for name, cfg in rows:
         for data, ms in cfg.metrics.items():
-            vals = [(f"{ms[c]:.4g}" if isinstance(ms[c], float) else str(ms[c])) if c in ms else "" for c in cols]
+            vals = [format_metric(ms[c]) if c in ms else "" for c in cols]
             print(f"| `{name}` | {cfg.num_params / 1e6:.2f}M | {data} | " + " | ".join(vals) + " |")
     return 0
 

@@ -72,7 +72,7 @@ def _pretrained_demo() -> None:
     from . import get_pretrained_cfg, get_tokenizer
     from .models import GPT, Bert
 
-    qa = [n for n in list_pretrained() if (get_pretrained_cfg(n).model_args or {}).get("head") == "qa"]
+    qa = _qa_releases()
     names = [n for n in list_pretrained() if get_pretrained_cfg(n).tokenizer and n not in qa]
     if not names:
         print("\nreleased text weights: none yet")
@@ -97,17 +97,25 @@ def _pretrained_demo() -> None:
             print(f"  {name}: {prompt!r} -> {tok.decode(out[0, x.shape[1]:].tolist())!r}")
 
 
+def _qa_releases() -> list[str]:
+    from . import get_pretrained_cfg
+
+    return [n for n in list_pretrained() if (get_pretrained_cfg(n).model_args or {}).get("head") == "qa"]
+
+
 def _qa_demo() -> None:
     """The released QA models on held-out questions of the committed qa-facts test slice, with the official
     SQuAD v2.0 scores over the whole slice (the cards' ``qa-facts:test-slice`` rows)."""
+    import json
     import tempfile
+    from pathlib import Path
 
-    from . import get_pretrained_cfg, get_tokenizer
-    from .evals.qa import answer_and_score, predict_answers
+    from . import get_tokenizer
+    from .evals.qa import answer_and_score
     from .evals.squad import load_dataset
     from .release import QA_SLICE, REPO_ROOT
 
-    names = [n for n in list_pretrained() if (get_pretrained_cfg(n).model_args or {}).get("head") == "qa"]
+    names = _qa_releases()
     path = REPO_ROOT / QA_SLICE
     if not names or not path.is_file():
         return
@@ -116,13 +124,13 @@ def _qa_demo() -> None:
     print(f"\nreleased QA weights ({len(names)}), on held-out qa-facts questions ({QA_SLICE}; templated facts: reading, "
           "not comprehension):")
     for name in names:
-        model, tok = create_model(name, pretrained=True).eval(), get_tokenizer(name)
-        preds, _ = predict_answers(model, shown, tok, progress=False)
+        model = create_model(name, pretrained=True).eval()
+        with tempfile.TemporaryDirectory() as tmp:  # the whole slice answered once: its predictions and its scores
+            sc = answer_and_score(model, path, get_tokenizer(name), tmp, progress=False)
+            preds = json.loads((Path(tmp) / "predictions.json").read_text())
         print(f"  {name}:")
         for q in shown:
             print(f"    {q.question!r} -> {preds[q.qid]!r} (gold {q.answers[0]!r})")
-        with tempfile.TemporaryDirectory() as tmp:
-            sc = answer_and_score(model, path, tok, tmp, progress=False)
         print(f"    whole slice ({sc['total']} questions, v2.0 script): EM {sc['exact']:.1f}, F1 {sc['f1']:.1f}; "
               f"at the best na threshold EM {sc['best_exact']:.1f}, F1 {sc['best_f1']:.1f}")
 

@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from .data.images import corrupt_array, pad_image
-from .evals.robustness import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, HELD_OUT_CORRUPTIONS, mce, subset_indices, topk_correct
+from .evals.robustness import (
+    ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, HELD_OUT_CORRUPTIONS, check_corruptions, mce, subset_indices, topk_correct,
+)
 
 __all__ = ["FolderSet", "ArraySet", "evaluate_folder", "evaluate_images", "image_data_set", "comparison_table",
            "plot_comparison", "evaluate_robustness", "find_benchmarks", "corrupt_image"]
@@ -273,7 +275,12 @@ def _baseline_errors(baseline: Mapping[str, Any]) -> tuple[dict[str, list[float]
     if not isinstance(errs, Mapping) or not errs:
         raise ValueError("the baseline results hold no corruption_errors: pass the robustness.json of a C evaluation")
     errs = {c: list(e) for c, e in errs.items() if c in BENCHMARK_CORRUPTIONS and len(e) == 5}
-    return errs, baseline.get("sets", {}).get("clean", {}).get("top1_err")
+    return errs, _clean_error(baseline)
+
+
+def _clean_error(res: Mapping[str, Any]) -> float | None:
+    """The clean top-1 error of a ``robustness.json`` result, if it has a clean set."""
+    return res.get("sets", {}).get("clean", {}).get("top1_err")
 
 
 def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool = False,
@@ -288,16 +295,13 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
     are its classes (:func:`dslm_zoo.data.images.export_corrupted_folder` writes one); ImageNet-A/R/Sketch/V2
     need 1000-way outputs and are listed under ``"skipped"``. AlexNet normalisation means nothing off ImageNet:
     there, pass ``baseline`` (another model's results) to get CE and mCE normalised by that model's errors."""
-    unknown = [c for c in corruptions if c not in ALL_CORRUPTIONS] + [str(s) for s in severities if s not in range(1, 6)]
-    if unknown:
-        raise ValueError(f"unknown corruption(s) or severity(ies) {unknown}; corruptions: {list(ALL_CORRUPTIONS)}, "
-                         "severities 1..5")
+    check_corruptions(corruptions, severities)
     n_cls = getattr(model, "num_classes", None)
     if not isinstance(n_cls, int) or n_cls < 2:
         raise ValueError(f"the model has {n_cls!r} classes: expected a classifier (model.num_classes >= 2)")
     imagenet = n_cls == 1000
     found = find_benchmarks(root)
-    res: dict[str, Any] = {"model": _model_name(model), "sets": {}}
+    res: dict[str, Any] = {"model": getattr(getattr(model, "pretrained_cfg", None), "name", None), "sets": {}}
     if not imagenet:
         res["skipped"] = sorted(k for k in found if k not in ("clean", "imagenet-c"))
         found = {k: v for k, v in found.items() if k in ("clean", "imagenet-c")}
@@ -346,10 +350,10 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
     if errors:
         res["corruption_errors"] = errors
         complete = {c: e for c, e in errors.items() if len(e) == 5}
-        clean_err = res["sets"].get("clean", {}).get("top1_err")
-        bench = [c for c in BENCHMARK_CORRUPTIONS if c in complete]
-        if bench:  # test.py's "mCE (unnormalized)": the mean top-1 error over corruptions and severities, percent
-            res["mean_error"] = 100.0 * sum(sum(complete[c]) / 5.0 for c in bench) / len(bench)
+        clean_err = _clean_error(res)
+        mean = _mean_error({"corruption_errors": complete}, BENCHMARK_CORRUPTIONS)
+        if mean is not None:  # test.py's "mCE (unnormalized)": the mean top-1 error over corruptions and severities, percent
+            res["mean_error"] = mean
         if baseline is not None:
             b_errs, b_clean = _baseline_errors(baseline)
             res["mce"] = mce(complete, clean_error=clean_err, baseline=b_errs, baseline_clean_error=b_clean)
@@ -362,12 +366,6 @@ def evaluate_robustness(model: nn.Module, root: str | Path, *, generate_c: bool 
         (out / "robustness.json").write_text(json.dumps(res, indent=1) + "\n")
         plot_robustness(res, out / "robustness.png")
     return res
-
-
-def _model_name(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None)
-    arch, tag = getattr(cfg, "architecture", None), getattr(cfg, "tag", "")
-    return f"{arch}.{tag}" if arch and tag else arch
 
 
 def plot_robustness(res: dict[str, Any], path: str | Path) -> Path:
@@ -411,7 +409,6 @@ def _save(fig: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-
 def _label(res: Mapping[str, Any], i: int) -> str:
     return str(res.get("model") or f"model {i}")
 
@@ -435,7 +432,7 @@ def comparison_table(results: Sequence[Mapping[str, Any]]) -> str:
             "mCE vs baseline | relative mCE | baseline |", "|---|---:|---:|---:|---:|---:|---|"]
     for i, r in enumerate(results):
         m = r.get("mce", {})
-        clean = r.get("sets", {}).get("clean", {}).get("top1_err")
+        clean = _clean_error(r)
         cells = [_label(r, i), _pct(None if clean is None else 100.0 * clean),
                  _pct(_mean_error(r, BENCHMARK_CORRUPTIONS)), _pct(_mean_error(r, HELD_OUT_CORRUPTIONS)),
                  _pct(m.get("mCE"), 1), _pct(m.get("relative_mCE"), 1), str(m.get("baseline") or "-")]
@@ -451,16 +448,15 @@ def plot_comparison(results: Sequence[Mapping[str, Any]], path: str | Path) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     names = [c for c in ALL_CORRUPTIONS if any(c in r.get("corruption_errors", {}) for r in results)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 1]})
     series = {}
     for i, r in enumerate(results):
         errs = r.get("corruption_errors", {})
-        series[_label(r, i)] = [100 * sum(errs[c]) / len(errs[c]) if errs.get(c) else 0 for c in names]
+        series[_label(r, i)] = [_mean_error(r, [c]) or 0 for c in names]
         bench = [errs[c] for c in BENCHMARK_CORRUPTIONS if len(errs.get(c, ())) == 5]
         if bench:
-            clean = r.get("sets", {}).get("clean", {}).get("top1_err")
+            clean = _clean_error(r)
             xs, ys = list(range(1, 6)), [100 * sum(e[s] for e in bench) / len(bench) for s in range(5)]
             if clean is not None:
                 xs, ys = [0] + xs, [100 * clean] + ys

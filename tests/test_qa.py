@@ -89,7 +89,6 @@ def test_qa_task_trains_and_eval_squad_scores_it(tmp_path, tokenizer):
     assert set(scores) == {"exact_match", "f1"} and len(preds) == 80
     assert scores["f1"] > 50.0, scores  # the toy facts are read off the context
 
-
     # released: scored on the recipe's held-out test file and on the committed qa-facts slice
     from dslm_zoo.release import QA_SLICE, release_run
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BENCHMARK_CORRUPTIONS", "HELD_OUT_CORRUPTIONS", "ALL_CORRUPTIONS", "alexnet_errors", "alexnet_clean_error",
-    "corruption_errors", "mce", "subset_indices", "v2_folder_to_class", "topk_correct",
+    "corruption_errors", "mce", "subset_indices", "v2_folder_to_class", "topk_correct", "check_corruptions",
 ]
 
 BENCHMARK_CORRUPTIONS = (
@@ -47,6 +47,14 @@ def alexnet_errors() -> dict[str, list[float]]:
 
 def alexnet_clean_error() -> float:
     return float(_alexnet()["clean_error"])
+
+
+def check_corruptions(corruptions: Sequence[str], severities: Sequence[int] = (1, 2, 3, 4, 5)) -> None:
+    """Refuse corruption names outside the 19 of ImageNet-C and severities outside 1..5, naming them."""
+    bad = [c for c in corruptions if c not in ALL_CORRUPTIONS] + [str(s) for s in severities if s not in range(1, 6)]
+    if bad:
+        raise ValueError(f"unknown corruption(s) or severity(ies) {bad}; corruptions: {list(ALL_CORRUPTIONS)}, "
+                         "severities 1..5")
 
 
 def _check_errors(errors: Mapping[str, Sequence[float]], need: Sequence[str]) -> None:

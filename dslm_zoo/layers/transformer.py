@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, CrossAttention
 from .mlp import Mlp
-from .norm import NORMS, make_norm
+from .norm import make_norm  # raises, naming the choices, for an unknown norm
 from .position import AlibiBias, RelativePositionBias
 from .residual import Residual
 
@@ -101,8 +101,6 @@ class Transformer(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
         self.depth, self.dim, self.norm_first, self.causal = depth, dim, norm_first, causal
         self.seq_len, self.memory_len = seq_len, memory_len
         self.grad_checkpointing = False

@@ -38,7 +38,12 @@ class RunSummary:
 
     @property
     def train_losses(self) -> list[tuple[int, float]]:
-        return [(r["step"], r["loss"]) for r in self.rows if r.get("loss") is not None and "split" not in r]
+        return _train_losses(self.rows)
+
+
+def _train_losses(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) of the training rows (eval rows carry a ``split``)."""
+    return [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None and "split" not in r]
 
 
 def summarize_run(out: str | Path, returncode: int = 0) -> RunSummary:
@@ -46,7 +51,7 @@ def summarize_run(out: str | Path, returncode: int = 0) -> RunSummary:
     out = Path(out)
     rows = read_metrics(out)
     evals = [r for r in rows if r.get("split") == "validation"]
-    train = [r["loss"] for r in rows if r.get("loss") is not None and "split" not in r]
+    train = [loss for _, loss in _train_losses(rows)]
     nonfinite = returncode == 3 or any("nonfinite" in r for r in rows) or any(not math.isfinite(x) for x in train)
     loss = evals[-1]["eval_loss"] if evals and not nonfinite else float("inf")
     first, last = (train[0], train[-1]) if train else (None, None)
@@ -54,8 +59,7 @@ def summarize_run(out: str | Path, returncode: int = 0) -> RunSummary:
     return RunSummary(out, returncode, loss, diverged, first, last, rows)
 
 
-def run_recipe(recipe: str | Path, out: str | Path, overrides: Sequence[str] = (), *, env: dict[str, str] | None = None
-               ) -> RunSummary:
+def run_recipe(recipe: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> RunSummary:
     """Train ``recipe`` with ``--set`` ``overrides`` into ``out`` (or reuse the finished run there)."""
     out = Path(out)
     status = out / STATUS
@@ -66,7 +70,7 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: Sequence[str] = (
     cmd = [sys.executable, "-m", "dslm_zoo.train", str(recipe), "--out", str(out)]
     for o in overrides:
         cmd += ["--set", o]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode not in (0, 3):
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
     status.write_text(json.dumps({"returncode": r.returncode, "command": cmd}) + "\n")
