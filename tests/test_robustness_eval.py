@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import dslm_zoo
-from dslm_zoo.evals.robustness import subset_indices
+from dslm_zoo.evals.robustness import ALL_CORRUPTIONS, subset_indices
 from dslm_zoo.robustness import FolderSet, corrupt_image, evaluate_folder, evaluate_robustness, find_benchmarks
 
 
@@ -65,6 +65,9 @@ def test_generated_corruptions_are_reproducible(tmp_path, model):
     b = np.asarray(corrupt_image(img, "gaussian_noise", 3, seed=0, key="x.png"))
     c = np.asarray(corrupt_image(img, "gaussian_noise", 3, seed=1, key="x.png"))
     assert a.shape == (32, 32, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    for name in ALL_CORRUPTIONS:  # every corruption, including those that keep their own generator
+        twice = [np.asarray(corrupt_image(img, name, 3, seed=0, key="x.png")) for _ in range(2)]
+        assert np.array_equal(*twice), name
     _tree(tmp_path / "val", _wnids()[:2])
     r1 = evaluate_robustness(model, tmp_path, generate_c=True, corruptions=["contrast"], severities=[1, 5])
     r2 = evaluate_robustness(model, tmp_path, generate_c=True, corruptions=["contrast"], severities=[1, 5])

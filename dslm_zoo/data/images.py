@@ -12,6 +12,7 @@ exactly as the image-classification task pads them for training (no resize: the 
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -150,18 +151,29 @@ def pad_image(img: np.ndarray, size: int) -> np.ndarray:
     return np.pad(img, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)) + ((0, 0),) * (img.ndim - 2))
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_seed(corruption: str) -> bool:
+    import inspect
+
+    from imagecorruptions import corruptions
+
+    return "seed" in inspect.signature(getattr(corruptions, corruption)).parameters
+
+
 def corrupt_array(img: np.ndarray, corruption: str, severity: int, seed: int, key: str) -> np.ndarray:
-    """``img`` (H, W, 3) uint8 corrupted by ``imagecorruptions``; the library draws from NumPy's global generator,
-    which is seeded from (seed, corruption, severity, key) so a run is reproducible image by image."""
+    """``img`` (H, W, 3) uint8 corrupted by ``imagecorruptions``, reproducibly image by image: a seed drawn from
+    (seed, corruption, severity, key) seeds NumPy's global generator, which most corruptions draw from, and is
+    passed to the ones that take their own ``seed`` (impulse_noise and glass_blur draw from a fresh unseeded
+    generator otherwise)."""
     from imagecorruptions import corrupt
 
-    from ..evals.robustness import ALL_CORRUPTIONS
+    from ..evals.robustness import check_corruptions
 
-    if corruption not in ALL_CORRUPTIONS or not 1 <= severity <= 5:
-        raise ValueError(f"unknown corruption {corruption!r} or severity {severity} (1..5); known: {list(ALL_CORRUPTIONS)}")
+    check_corruptions([corruption], [severity])
     h = int(hashlib.sha256(f"{seed}/{corruption}/{severity}/{key}".encode()).hexdigest()[:8], 16)
     np.random.seed(h)
-    return np.uint8(corrupt(img, corruption_name=corruption, severity=severity))
+    kw = {"seed": h} if _takes_seed(corruption) else {}
+    return np.uint8(corrupt(img, corruption_name=corruption, severity=severity, **kw))
 
 
 def export_image_folder(data: ImageData, dest: str | os.PathLike, split: str = "test", *, img_size: int | None = None,
@@ -195,27 +207,26 @@ def export_corrupted_folder(data: ImageData, dest: str | os.PathLike, split: str
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..evals.robustness import ALL_CORRUPTIONS
+    from ..evals.robustness import ALL_CORRUPTIONS, check_corruptions
 
     if img_size < 32:
         raise ValueError(f"img_size must be >= 32: imagecorruptions refuses smaller images, got {img_size}")
     corruptions = tuple(corruptions or ALL_CORRUPTIONS)
-    bad = [c for c in corruptions if c not in ALL_CORRUPTIONS] + [str(s) for s in severities if not 1 <= s <= 5]
-    if bad:
-        raise ValueError(f"unknown corruption(s) or severity(ies) {bad}; corruptions: {list(ALL_CORRUPTIONS)}, severities 1..5")
+    check_corruptions(corruptions, severities)
     dest = Path(dest)
-    export_image_folder(data, dest / "val", split, img_size=img_size, limit=limit)
     n = len(data.labels[split]) if limit is None else min(limit, len(data.labels[split]))
+    export_image_folder(data, dest / "val", split, img_size=img_size, limit=n)
+    # each image padded and made RGB once (the library works on colour images), then corrupted 5 x 19 times
+    rgb = [np.repeat(pad_image(np.asarray(data.images[split][i]), img_size)[..., None], 3, axis=-1) for i in range(n)]
+    folders = [_class_folder(data, int(data.labels[split][i])) for i in range(n)]
     jobs = [(c, s) for c in corruptions for s in severities]
     with tqdm(total=len(jobs) * n, desc=f"{data.name}-c", unit="img", disable=None if progress else True) as bar:
         for c, s in jobs:
+            for f in set(folders):
+                (dest / f"{data.name}-c" / c / str(s) / f).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                lab = int(data.labels[split][i])
-                rgb = np.repeat(pad_image(np.asarray(data.images[split][i]), img_size)[..., None], 3, axis=-1)
-                out = corrupt_array(rgb, c, s, seed, f"{i:05d}.png")
-                d = dest / f"{data.name}-c" / c / str(s) / _class_folder(data, lab)
-                d.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(out).convert("L").save(d / f"{i:05d}.png")
+                out = corrupt_array(rgb[i], c, s, seed, f"{i:05d}.png")
+                Image.fromarray(out).convert("L").save(dest / f"{data.name}-c" / c / str(s) / folders[i] / f"{i:05d}.png")
             bar.update(n)
     manifest = {"data": data.name, "split": split, "images": n, "img_size": img_size, "padding": "centred black border",
                 "corruptions": list(corruptions), "severities": list(severities), "seed": seed,
