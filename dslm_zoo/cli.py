@@ -282,6 +282,8 @@ def _add_eval_st(esub: argparse._SubParsersAction) -> None:
     q.add_argument("--length-penalty", type=float, default=1.0)
     q.add_argument("--batch", type=positive_int, default=16)
     q.add_argument("--limit", type=positive_int, help="only the first N segments (a fixed slice)")
+    q.add_argument("--shuffle-audio", type=int, metavar="SEED",
+                   help="control: pair each reference with another segment's audio (seeded permutation, no fixed point)")
     q.add_argument("--out", default="st_out", help="directory for hyp.txt, ref.txt, scores.json")
     q.set_defaults(fn=cmd_eval_st)
 
@@ -300,34 +302,17 @@ def _eval_tokenizer(args: argparse.Namespace) -> Any:
 def cmd_eval_st(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-    from tqdm.auto import tqdm
-
     from . import create_model
-    from .data.mustc import filter_segments, load_audio, read_split
-    from .evals.bleu import score
-    from .models.speech import collate_fbank, compute_fbank
+    from .data.mustc import read_split
+    from .evals.st import evaluate_st
 
-    segs, _ = filter_segments(read_split(args.root, args.pair, args.split), train=False)
-    segs = segs[: args.limit] if args.limit else segs
-    model = create_model(args.model, pretrained=True).eval()
+    read_split(args.root, args.pair, args.split)  # a bad tree fails before the model is loaded
+    model = create_model(args.model, pretrained=True)
     if not hasattr(model.cfg, "n_mels"):
         raise ValueError(f"{args.model} is not a speech-translation model")
-    tok = _eval_tokenizer(args)
-    pcfg = model.pretrained_cfg
-    sr = pcfg.sample_rate or model.cfg.sample_rate
-    hyps = []
-    with torch.no_grad():
-        for i in tqdm(range(0, len(segs), args.batch), desc=f"st {args.split}", disable=None):
-            feats = [compute_fbank(torch.from_numpy(load_audio(s, sr)), sr, pcfg) for s in segs[i : i + args.batch]]
-            f, lengths = collate_fbank(feats)
-            if args.beam == 1:
-                out = model.greedy_decode(f, lengths)
-            else:
-                out = model.beam_search(f, lengths, beam_size=args.beam, length_penalty=args.length_penalty)
-            hyps += [tok.decode([t for t in ids if t > 3]).strip() for ids in out]
-    refs = [s.tgt for s in segs]
-    result = {**score(hyps, [refs]), "segments": len(segs), "split": args.split, "beam": args.beam}
+    hyps, refs, result = evaluate_st(model, args.root, _eval_tokenizer(args), pair=args.pair, split=args.split,
+                                     limit=args.limit, shuffle_audio=args.shuffle_audio, beam=args.beam,
+                                     length_penalty=args.length_penalty, batch_size=args.batch)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "hyp.txt").write_text("".join(h + "\n" for h in hyps), encoding="utf-8")

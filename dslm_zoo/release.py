@@ -30,7 +30,8 @@ from ._builder import create_model
 from ._hub import CONFIG_NAME, REPO_MIRROR, atomic_write, read_model_config, save_pretrained
 from ._registry import PretrainedCfg
 
-__all__ = ["REPO_ROOT", "LM_SLICE", "QA_SLICE", "IMAGE_SLICES", "release_run", "golden_input", "golden_logits"]
+__all__ = ["REPO_ROOT", "LM_SLICE", "QA_SLICE", "IMAGE_SLICES", "ST_SLICE", "release_run", "golden_input", "golden_logits",
+           "golden_tokens"]
 
 REPO_ROOT = REPO_MIRROR.parent
 # Two test-split chapters of Jane Austen's *Emma* (public domain), the text-en test documents
@@ -40,13 +41,26 @@ LM_SLICE = "tests/data/text_en_test_janeausten.txt"
 QA_SLICE = "tests/data/qa_facts_test_slice-v2.0.json"
 # The first 256 images of each image data set's official test split (uint8 + labels), committed for the same reason.
 IMAGE_SLICES = {"fashion-mnist": "tests/data/fashion_mnist_test_first256.npz"}
+# A MuST-C tree (split tst-COMMON) of held-out st-en-de talks: LibreOffice help text (MPL-2.0) spoken by espeak-ng,
+# written by eval/make_st_slice.py, for speech-translation releases.
+ST_SLICE = "tests/data/st_en_de_tst_slice"
 _STORE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def golden_input(model: nn.Module) -> torch.Tensor:
+def _is_speech(model: nn.Module) -> bool:
+    return hasattr(model.cfg, "n_mels")
+
+
+def golden_input(model: nn.Module) -> Any:
     """The fixed input golden logits are recorded on: 2 x 16 token ids (ids 5.. skip the special tokens) for a
-    token model, 2 standard-normal images of the model's input size for an image model."""
+    token model, 2 standard-normal images of the model's input size for an image model, and for a speech model
+    (fbank (2, 120, n_mels) standard normal, lengths (120, 90), decoder input ids (2, 8) starting with BOS)."""
     g = torch.Generator().manual_seed(1234)
+    if _is_speech(model):
+        feats = torch.randn((2, 120, model.cfg.n_mels), generator=g)
+        tgt = torch.randint(5, model.cfg.vocab_size, (2, 8), generator=g)
+        tgt[:, 0] = model.cfg.bos_id
+        return feats, torch.tensor([120, 90]), tgt
     if hasattr(model.cfg, "vocab_size"):
         return torch.randint(5, model.cfg.vocab_size, (2, 16), generator=g)
     return torch.randn((2, *model.pretrained_cfg.input_size), generator=g)
@@ -57,15 +71,30 @@ def golden_logits(model: nn.Module) -> tuple[torch.Tensor, str]:
     for a token model, the first 8 classes for a classifier, the first 4 positions of (start, end) for a QA head."""
     model.eval()
     with torch.no_grad():
-        out = model(golden_input(model))
+        x = golden_input(model)
+        out = model(*x) if _is_speech(model) else model(x)
     if isinstance(out, tuple):  # QA head: (start, end) logits over positions
         return torch.stack(out, -1)[:, :4].float(), "[:, :4] of the (start, end) logits stacked on the last axis"
     out = out.float()
     return (out[:, :4, :8], "[:, :4, :8] of the output") if out.ndim == 3 else (out[:, :8], "[:, :8] of the output")
 
 
+def golden_tokens(model: nn.Module, root: str | Path | None = None) -> list[int]:
+    """Greedy output ids of a speech model for the first utterance of the committed slice (:data:`ST_SLICE`)."""
+    from .data.mustc import load_audio, read_split
+    from .models.speech import compute_fbank
+
+    seg = read_split(root or REPO_ROOT / ST_SLICE, "en-de", "tst-COMMON")[0]
+    pcfg = model.pretrained_cfg
+    sr = pcfg.sample_rate or model.cfg.sample_rate
+    feats = compute_fbank(torch.from_numpy(load_audio(seg, sr)), sr, pcfg)
+    model.eval()
+    with torch.no_grad():
+        return model.greedy_decode(feats[None], torch.tensor([feats.shape[0]]))[0]
+
+
 def _lm_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
-                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str], str]:
     """Test-split and committed-slice metrics of a language model, and the commands that reproduce them."""
     from tqdm import tqdm
 
@@ -89,11 +118,11 @@ def _lm_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Ma
     cmds = [f"dslm-zoo eval lm {model_name} --data {data_name}{tok_arg} --split test --windows {windows} "
             f"--seq-len {seq_len} --seed {seed}",
             f"dslm-zoo eval lm {model_name} --text {LM_SLICE} --seq-len {seq_len} --seed {seed}"]
-    return metrics, cmds
+    return metrics, cmds, ""
 
 
 def _image_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
-                     progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+                     progress: bool) -> tuple[dict[str, dict[str, float]], list[str], str]:
     """Clean top-1/top-5 of an image classifier on the whole official test split and on the committed slice,
     through the model's own preprocessing (its pretrained cfg -> timm's transform), as a user scores it."""
     from .robustness import evaluate_images, image_data_set
@@ -109,11 +138,11 @@ def _image_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe:
         metrics[key] = {k: r[k] for k in keep}
     cmds = [f"dslm-zoo eval classify {model_name} --data {data_name} --split test",
             f"dslm-zoo eval classify {model_name} --data {IMAGE_SLICES[data_name]}"]
-    return metrics, cmds
+    return metrics, cmds, ""
 
 
 def _qa_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
-                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str]]:
+                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str], str]:
     """SQuAD scores (the official v2.0 script: EM, F1, HasAns/NoAns, best thresholds) of a QA model on the recipe's
     held-out ``data.kwargs.test`` file and on the committed slice, with the task's window settings."""
     from ._builder import get_tokenizer
@@ -133,16 +162,46 @@ def _qa_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Ma
             metrics[f"{Path(path).parent.name if key == 'test' else 'qa-facts'}:{key}"] = scores
     flags = f"--max-len {win['max_len']} --doc-stride {win['doc_stride']}"
     cmds = [f"dslm-zoo eval squad {model_name} {kw['test']} {flags}", f"dslm-zoo eval squad {model_name} {QA_SLICE} {flags}"]
-    return metrics, cmds
+    return metrics, cmds, ""
+
+
+def _st_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
+                  progress: bool) -> tuple[dict[str, dict[str, float]], list[str], str]:
+    """BLEU/chrF (sacrebleu defaults, beam 5) of a speech-translation model on the held-out tst-COMMON talks, on
+    the first ``windows`` segments of the training talks, on tst-COMMON with the audio shuffled across utterances
+    (the control: near 0 if the model reads its audio), and on the committed slice."""
+    from ._builder import get_tokenizer
+    from .evals.st import evaluate_st
+    from .train.tasks import resolve_data_file
+
+    kw = recipe["data"]["kwargs"]
+    root, pair = resolve_data_file(str(kw["root"])), str(kw.get("pair", "en-de"))
+    tok = get_tokenizer(f"local-dir:{model_dir}")
+    data = Path(root).name
+    runs = (
+        (f"{data}:tst-COMMON", dict(root=root, split="tst-COMMON"), ""),
+        (f"{data}:train-first{windows}", dict(root=root, split=str(kw.get("train", "train")), limit=windows),
+         f" --split {kw.get('train', 'train')} --limit {windows}"),
+        (f"{data}:tst-COMMON-shuffled-audio", dict(root=root, split="tst-COMMON", shuffle_audio=0), " --shuffle-audio 0"),
+        (f"{data}:test-slice", dict(root=REPO_ROOT / ST_SLICE, split="tst-COMMON"), ""),
+    )
+    metrics, cmds = {}, []
+    for key, args, flags in runs:
+        _, _, r = evaluate_st(model, args.pop("root"), tok, pair=pair, progress=progress, **args)
+        metrics[key] = {k: r[k] for k in ("bleu", "chrf", "segments", "empty_hypotheses")}
+        where = ST_SLICE if key.endswith("test-slice") else kw["root"]
+        cmds.append(f"dslm-zoo eval st {model_name} {where}{flags}")
+    return metrics, cmds, f"BLEU signature: `{r['signature']}`; chrF: `{r['chrf_signature']}`."
 
 
 # task -> (model name, stored model, its directory, recipe, windows, progress)
-#      -> (metrics per "data:split", commands that remeasure them)
-_EVALUATORS: dict[str, Callable[..., tuple[dict[str, dict[str, float]], list[str]]]] = {
+#      -> (metrics per "data:split", commands that remeasure them, a note for the card)
+_EVALUATORS: dict[str, Callable[..., tuple[dict[str, dict[str, float]], list[str], str]]] = {
     "masked_lm": _lm_evaluator,
     "causal_lm": _lm_evaluator,
     "image_classification": _image_evaluator,
     "extractive_qa": _qa_evaluator,
+    "speech_translation": _st_evaluator,
 }
 
 
@@ -202,13 +261,15 @@ def release_run(
         if base.tokenizer:
             shutil.copyfile(export / base.tokenizer, Path(tmp) / base.tokenizer)
         released = create_model(f"local-dir:{tmp}", dtype=torch.float32)
-        metrics, eval_cmds = _EVALUATORS[task](name, released, Path(tmp), recipe, windows, progress)
+        metrics, eval_cmds, eval_note = _EVALUATORS[task](name, released, Path(tmp), recipe, windows, progress)
         gold = golden_logits(released)
+        tokens = golden_tokens(released) if _is_speech(released) else None
 
     card_notes = "\n\n".join(x for x in (
         base.notes,
         f"Weights stored in {stored}. Released by `dslm-zoo release RUN_DIR --tag {tag}` from that run; the metrics "
         f"below are of the stored weights, measured by " + " and ".join(f"`{c}`" for c in eval_cmds) + ".",
+        eval_note,
         notes,
     ) if x)
     overlay.update(metrics=metrics, eval_command=" ; ".join(eval_cmds), notes=card_notes)
@@ -227,5 +288,7 @@ def release_run(
     golden.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(golden, "w") as f:
         f.write(json.dumps({"name": name, "sha256": cfg.sha256, "input": "dslm_zoo.release.golden_input(model)",
-                            "logits": gold[1], "values": gold[0].tolist()}, indent=1) + "\n")
+                            "logits": gold[1], "values": gold[0].tolist(),
+                            **({"greedy_tokens": tokens, "utterance": f"{ST_SLICE} tst-COMMON segment 0"} if tokens else {})},
+                           indent=1) + "\n")
     return out

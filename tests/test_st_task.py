@@ -100,3 +100,54 @@ def test_bucketed_batches_hold_similar_lengths_and_cover_the_epoch(trained):
     assert sorted(epoch) == list(range(n))  # every segment once per epoch (60 segments = 5 batches)
     again = GlobalSampler(n, 0, lengths=lengths, bucket=5, batch=batch)
     assert again.draws(7, batch) == t.sampler.draws(7, batch)  # a function of (seed, step): exact resume
+
+
+def test_shuffled_order_is_a_seeded_derangement():
+    from dslm_zoo.evals.st import shuffled_order
+
+    for n in (2, 3, 17, 500):
+        order = shuffled_order(n, seed=0)
+        assert sorted(order) == list(range(n)) and all(j != i for i, j in enumerate(order))
+        assert order == shuffled_order(n, seed=0)
+    assert shuffled_order(50, 0) != shuffled_order(50, 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        shuffled_order(1, 0)
+
+
+def test_shuffled_audio_control_drops_the_score(trained):
+    """The tone model reads its audio: pairing each reference with another segment's tone lowers chrF."""
+    from dslm_zoo import create_model, get_tokenizer
+    from dslm_zoo.evals.st import evaluate_st
+
+    tmp_path = trained[0]
+    name = f"local-dir:{tmp_path / 'run' / 'export'}"
+    model, tok = create_model(name), get_tokenizer(name)
+    hyps, refs, real = evaluate_st(model, tmp_path, tok, split="train", limit=36, beam=1, progress=False)
+    shuf_hyps, shuf_refs, shuf = evaluate_st(model, tmp_path, tok, split="train", limit=36, beam=1, shuffle_audio=0,
+                                             progress=False)
+    assert shuf_refs == refs and shuf["shuffle_audio"] == 0 and real["shuffle_audio"] is None
+    assert sorted(shuf_hyps) != hyps or shuf_hyps != hyps  # other audio, other outputs
+    assert shuf["chrf"] < real["chrf"] - 10, (real["chrf"], shuf["chrf"])
+
+
+def test_st_slice_writer_round_trips_segments(trained, tmp_path):
+    import runpy
+    import sys
+
+    from dslm_zoo.data.mustc import filter_segments, load_audio, read_split
+
+    root = trained[0]
+    argv = sys.argv
+    sys.argv = ["make_st_slice.py", "--root", str(root), "--split", "dev", "--segments", "5", "--out", str(tmp_path / "s")]
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(__import__("pathlib").Path(__file__).parents[1] / "eval" / "make_st_slice.py"),
+                           run_name="__main__")
+        assert e.value.code == 0
+    finally:
+        sys.argv = argv
+    src, _ = filter_segments(read_split(root, "en-de", "dev"), train=False)
+    got = read_split(tmp_path / "s", "en-de", "tst-COMMON")
+    assert [s.tgt for s in got] == [s.tgt for s in src[:5]] and [s.src for s in got] == [s.src for s in src[:5]]
+    for a, b in zip(got, src[:5]):
+        np.testing.assert_array_equal(load_audio(a), load_audio(b))  # int16 samples, bit-exact

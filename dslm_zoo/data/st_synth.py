@@ -125,10 +125,26 @@ def _split_of_talk(page: str) -> str:
     return _MUSTC_SPLIT[split_of(page, validation_pct=4, test_pct=4)]
 
 
+def _speak_talk(segs: list[tuple[str, str, str]], voice: str, tmp: Path) -> list[np.ndarray]:
+    """The segments of one talk, spoken in order, in a work directory of the calling thread's own (espeak-ng and
+    sox write files)."""
+    import threading
+
+    workdir = tmp / f"thread{threading.get_ident()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return [synthesize(en, voice, workdir) for _, en, _ in segs]
+
+
 def prepare_st_en_de(local: dict[str, str] | None = None, out: str | None = None, max_pairs: int | None = None,
-                     min_words: int = 3, **_: Any) -> Path:
+                     min_words: int = 3, workers: int | None = None, **_: Any) -> Path:
     """Build the MuST-C tree ``<out>/en-de/data/{train,dev,tst-COMMON}/{wav,txt}`` (default
-    ``$DSLM_ZOO_DATA/st-en-de``); ``max_pairs`` keeps the first pairs of the aligned order (for quick builds)."""
+    ``$DSLM_ZOO_DATA/st-en-de``); ``max_pairs`` keeps the first pairs of the aligned order (for quick builds).
+
+    Talks are spoken by ``workers`` threads (default: the CPU count); the work is in the espeak-ng and sox
+    processes, so threads suffice, and results are consumed in talk order, so the tree is the same bytes for
+    any number of workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import soundfile as sf
     from tqdm import tqdm
 
@@ -154,13 +170,17 @@ def prepare_st_en_de(local: dict[str, str] | None = None, out: str | None = None
         shutil.rmtree(tmp_dest, ignore_errors=True)
         split_rows: dict[str, list[tuple[dict[str, Any], str, str]]] = {}
         gap = np.zeros(int(GAP_S * SR), dtype=np.int16)
-        for k, (page, segs) in enumerate(tqdm(sorted(talks.items()), desc="st-en-de: speaking", disable=None)):
+        ordered = sorted(talks.items())
+        voices = [VOICES[int(hashlib.sha256(page.encode()).hexdigest()[:8], 16) % len(VOICES)] for page, _ in ordered]
+        n_workers = max(1, workers or os.cpu_count() or 1)
+        pool = ThreadPoolExecutor(n_workers)
+        spoken = pool.map(_speak_talk, [segs for _, segs in ordered], voices, [tmpd] * len(ordered))
+        for k, ((page, segs), voice, audio) in enumerate(tqdm(zip(ordered, voices, spoken), total=len(ordered),
+                                                              desc="st-en-de: speaking", disable=None)):
             split = _split_of_talk(page)
-            voice = VOICES[int(hashlib.sha256(page.encode()).hexdigest()[:8], 16) % len(VOICES)]
             talk_id = f"lohelp_{k:05d}"
             chunks, offset = [], GAP_S
-            for _, en, de in segs:
-                x = synthesize(en, voice, tmpd)
+            for (_, en, de), x in zip(segs, audio):
                 meta = {"duration": f"{len(x) / SR:.6f}", "offset": f"{offset:.6f}", "speaker_id": f"espeak.{voice}",
                         "wav": f"{talk_id}.wav"}
                 split_rows.setdefault(split, []).append((meta, en, de))
@@ -184,6 +204,7 @@ def prepare_st_en_de(local: dict[str, str] | None = None, out: str | None = None
             "splits": {s: {"segments": len(r), "talks": len({m["wav"] for m, _, _ in r})} for s, r in split_rows.items()},
             "espeak-ng": subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip(),
         }, indent=2) + "\n")
+        pool.shutdown()
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp_dest, dest)
     return dest

@@ -593,7 +593,8 @@ class StackSpec:
 
 
 def _mean(x: Any) -> float:
-    return x if isinstance(x, float) else float(x.mean())
+    # sum / size: np.mean's dispatch costs more than the sum itself on these short vectors
+    return x if isinstance(x, float) else float(x.sum()) / x.size
 
 
 def _branch_fwd(s: SubSpec, u: float, r: float, mem: tuple[float, float, int | None] | None) -> dict[str, Any]:
@@ -689,15 +690,28 @@ def _branch_bwd(
 
 
 def _act_map(act: str, t: float, R: Any, which: int) -> Any:
-    """``_act_moments(act, t, r)[which]`` at every correlation of the matrix R (interpolated on 9 nodes)."""
+    """``_act_moments(act, t, r)[which]`` (1: E[phi phi'], 3: E[dphi dphi']) at every correlation of the array R,
+    in closed form on the whole array (the same formulas as :func:`_act_moments`)."""
     import numpy as np
 
     R = np.clip(R, -1.0, 1.0)
-    lo, hi = float(R.min()), float(R.max())
-    if hi - lo <= 1e-9:
-        return np.full(R.shape, _act_moments(act, t, lo)[which])
-    grid = np.linspace(lo, hi, 9)
-    return np.interp(R, grid, [_act_moments(act, t, float(x))[which] for x in grid])
+    if which not in (1, 3):
+        raise ValueError(f"_act_map: which must be 1 or 3, got {which}")
+    if act == "relu":
+        if which == 1:  # t/2 f(R), f the ReLU correlation map (relu_corr_map)
+            return t / 2.0 * (R + (np.sqrt(1.0 - R * R) - R * np.arccos(R)) / math.pi)
+        return 0.25 + np.arcsin(R) / (2.0 * math.pi)
+    if act == "gelu":
+        if t <= 0.0:
+            return np.full(R.shape, 0.0 if which == 1 else 0.25)
+        a = t / (1.0 + t)
+        if which == 1:  # gelu_cross_moment
+            return (t / 4.0) * (R + (2.0 / math.pi) * R * np.arcsin(R * a) + (2.0 / math.pi) * t * (
+                t * (1.0 - R * R) + 1.0 + R * R) / ((1.0 + t) * np.sqrt((1.0 + t) ** 2 - R * R * t * t)))
+        ra = R * a
+        den = ((t + 1.0) ** 2 - R * R * t * t) ** 1.5
+        return 0.5 + (-np.arccos(ra) + ra * ((t + 1.0) * (2.0 * t + 3.0) - 2.0 * R * R * t * t) / den) / (2.0 * math.pi)
+    raise ValueError(f"unsupported activation {act!r} (relu, gelu)")
 
 
 def _branch_pair_cov(
