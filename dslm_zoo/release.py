@@ -165,6 +165,16 @@ def _qa_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Ma
     return metrics, cmds, ""
 
 
+def _data_path(path: str) -> str:
+    """``path`` as a command line would name it: under the zoo's data root as ``$DSLM_ZOO_DATA/...``."""
+    from .data.text import data_root
+
+    try:
+        return "$DSLM_ZOO_DATA/" + Path(path).expanduser().resolve().relative_to(data_root().resolve()).as_posix()
+    except ValueError:
+        return path
+
+
 def _st_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
                   progress: bool) -> tuple[dict[str, dict[str, float]], list[str], str]:
     """BLEU/chrF (sacrebleu defaults, beam 5) of a speech-translation model on the held-out tst-COMMON talks, on
@@ -189,7 +199,7 @@ def _st_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Ma
     for key, args, flags in runs:
         _, _, r = evaluate_st(model, args.pop("root"), tok, pair=pair, progress=progress, **args)
         metrics[key] = {k: r[k] for k in ("bleu", "chrf", "segments", "empty_hypotheses")}
-        where = ST_SLICE if key.endswith("test-slice") else kw["root"]
+        where = ST_SLICE if key.endswith("test-slice") else _data_path(str(kw["root"]))
         cmds.append(f"dslm-zoo eval st {model_name} {where}{flags}")
     return metrics, cmds, f"BLEU signature: `{r['signature']}`; chrF: `{r['chrf_signature']}`."
 

@@ -131,6 +131,43 @@ def test_1000_layers_from_a_config_is_fast():
     assert all(math.isfinite(g) for g in p.grad_var)
 
 
+@pytest.mark.parametrize("name,kw", [
+    ("dslm_gpt_1000L", dict(depth=400, init="dslm", seq_len=256)),
+    ("dslm_gpt_1000L", dict(depth=400, init="xavier", seq_len=256)),
+    ("dslm_bert_1000L", dict(depth=300, init="dslm")),
+    ("dslm_bert_1000L", dict(depth=300, init="deepnorm", norm_first=False)),
+    ("dslm_gpt_1000L", dict(depth=300, init="dslm", norm_first=False, seq_len=256)),
+    ("dslm_vit_deep", dict(depth=200, init="dslm")),
+])
+def test_depth_stepping_stays_within_one_percent_of_every_block(name, kw, monkeypatch):
+    """Runs of identical blocks are stepped over (theory.signal.STEP_TOL); the rows stay within 1% of running every
+    block (correlations within 1% or 1e-3), with far fewer blocks evaluated."""
+    from dslm_zoo.theory import signal as S
+
+    evaluated = []
+    run = S._run_stack
+
+    def spy(st, mem, step=True):
+        out = run(st, mem, step)
+        evaluated.append(len(out["recs"]))
+        return out
+
+    monkeypatch.setattr(S, "_run_stack", spy)
+    exact = predict(name, exact=True, **kw)
+    stepped = predict(name, **kw)
+    n_exact, n_stepped = evaluated[: len(evaluated) // 2], evaluated[len(evaluated) // 2 :]
+    assert len(stepped) == len(exact) and stepped.kind == exact.kind
+    if kw["init"] == "dslm":
+        assert sum(n_stepped) < 0.6 * sum(n_exact), (n_stepped, n_exact)
+    for col in ("fwd_var", "grad_var", "wgrad_norm", "sum_var"):
+        a, b = np.asarray(getattr(stepped, col)), np.asarray(getattr(exact, col))
+        np.testing.assert_allclose(a, b, rtol=0.01, err_msg=col)
+    for col in ("fwd_corr", "grad_corr"):
+        a, b = np.asarray(getattr(stepped, col)), np.asarray(getattr(exact, col))
+        np.testing.assert_allclose(a, b, rtol=0.01, atol=1e-3, err_msg=col)
+    assert stepped.verdict()["trainable"] == exact.verdict()["trainable"]
+
+
 def test_timm_vit_is_read_as_it_is():
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
