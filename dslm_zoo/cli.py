@@ -438,13 +438,17 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
                    help="storage dtype of the weights (default bfloat16: the zoo's weights share 100 MB)")
     p.add_argument("--windows", type=positive_int, default=2048, help="test windows the card's metrics use (default 2048)")
     p.add_argument("--notes", default="", help="a paragraph for the card (what the numbers mean, the control)")
+    p.add_argument("--repo-root", default=None,
+                   help="write hub_mirror/, model_cards/, tests/golden/ and the registry file under this directory instead "
+                        "of the checkout (to score a control run the same way without releasing it)")
     p.set_defaults(fn=cmd_release)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     from .release import release_run
 
-    out = release_run(args.run_dir, args.tag, org=args.org, store_dtype=args.store, windows=args.windows, notes=args.notes)
+    out = release_run(args.run_dir, args.tag, org=args.org, store_dtype=args.store, windows=args.windows, notes=args.notes,
+                      repo_root=args.repo_root)
     print(out)
     return 0
 

@@ -59,6 +59,7 @@ def run_demo() -> None:
     print(_table(rows, ["family", "model", "params", "depth", "init", "device", "build", "forward"]))
     _pretrained_demo()
     _qa_demo()
+    _st_demo()
     _signal_demo()
     _train_demo()
 
@@ -133,6 +134,28 @@ def _qa_demo() -> None:
             print(f"    {q.question!r} -> {preds[q.qid]!r} (gold {q.answers[0]!r})")
         print(f"    whole slice ({sc['total']} questions, v2.0 script): EM {sc['exact']:.1f}, F1 {sc['f1']:.1f}; "
               f"at the best na threshold EM {sc['best_exact']:.1f}, F1 {sc['best_f1']:.1f}")
+
+
+def _st_demo(n: int = 2) -> None:
+    """The released speech-translation models on the first ``n`` held-out utterances of the committed st-en-de slice
+    (synthesized English speech of LibreOffice help text): hypothesis beside the reference."""
+    from . import get_pretrained_cfg, get_tokenizer
+    from .data.mustc import read_split
+    from .evals.st import translate
+    from .release import REPO_ROOT, ST_SLICE
+
+    names = [n_ for n_ in list_pretrained() if get_pretrained_cfg(n_).fbank is not None]
+    root = REPO_ROOT / ST_SLICE
+    if not names or not root.is_dir():
+        return
+    segs = read_split(root, "en-de", "tst-COMMON")[:n]
+    print(f"\nreleased speech-translation weights ({len(names)}), on held-out utterances ({ST_SLICE}; espeak-ng speech, "
+          "beam 5):")
+    for name in names:
+        hyps = translate(create_model(name, pretrained=True), segs, get_tokenizer(name), progress=False)
+        print(f"  {name}:")
+        for s, h in zip(segs, hyps):
+            print(f"    heard {s.src!r}\n      -> {h!r}\n      reference {s.tgt!r}")
 
 
 def _signal_demo() -> None:

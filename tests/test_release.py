@@ -63,7 +63,12 @@ def _is_qa(name: str) -> bool:
     return (dslm_zoo.get_pretrained_cfg(name).model_args or {}).get("head") == "qa"
 
 
-@pytest.mark.parametrize("name", [n for n in RELEASED if dslm_zoo.get_pretrained_cfg(n).tokenizer and not _is_qa(n)])
+def _is_st(name: str) -> bool:
+    return dslm_zoo.get_pretrained_cfg(name).fbank is not None
+
+
+@pytest.mark.parametrize("name", [n for n in RELEASED if dslm_zoo.get_pretrained_cfg(n).tokenizer and not _is_qa(n)
+                                  and not _is_st(n)])
 def test_release_reproduces_its_card_metric_on_the_committed_slice(name):
     from dslm_zoo.train.lm_eval import evaluate_lm, text_file_data
 
@@ -125,6 +130,21 @@ def test_qa_release_reproduces_its_card_scores_on_the_committed_slice(name, tmp_
     got = answer_and_score(model, REPO_ROOT / QA_SLICE, dslm_zoo.get_tokenizer(name), tmp_path, progress=False, **win)
     assert got["total"] == want["total"] == 180
     assert got["exact"] == pytest.approx(want["exact"]) and got["f1"] == pytest.approx(want["f1"])
+
+
+@pytest.mark.parametrize("name", [n for n in RELEASED if _is_st(n)])
+def test_st_release_reproduces_its_card_scores_and_golden_tokens_on_the_committed_slice(name):
+    from dslm_zoo.evals.st import evaluate_st
+    from dslm_zoo.release import ST_SLICE, golden_tokens
+
+    cfg = dslm_zoo.get_pretrained_cfg(name)
+    (key, want), = [(k, v) for k, v in cfg.metrics.items() if k.endswith(":test-slice")]
+    model = dslm_zoo.create_model(name, pretrained=True)
+    gold = json.loads((GOLDEN / f"{name}.json").read_text())
+    assert golden_tokens(model) == gold["greedy_tokens"]  # greedy ids of the slice's first utterance
+    _, _, got = evaluate_st(model, REPO_ROOT / ST_SLICE, dslm_zoo.get_tokenizer(name), progress=False)
+    assert got["segments"] == want["segments"]
+    assert got["bleu"] == pytest.approx(want["bleu"], abs=1e-6) and got["chrf"] == pytest.approx(want["chrf"], abs=1e-6)
 
 
 # one release per family (the part of the name before the shape): torch.hub runs a fresh interpreter per call

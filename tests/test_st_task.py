@@ -40,6 +40,7 @@ def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("st")
     _tree(tmp_path, "train", talks=10, seed=0)
     _tree(tmp_path, "dev", talks=2, seed=1)
+    _tree(tmp_path, "tst-COMMON", talks=1, seed=2)  # never trained on: what a release scores as held out
     recipe = Recipe.from_dict({
         "model": {"name": "dslm_st_tiny", "kwargs": {"depth": 2, "decoder_depth": 1, "embed_dim": 64, "num_heads": 2,
                                                       "conv_channels": 64, "drop_rate": 0.0}},
@@ -151,3 +152,22 @@ def test_st_slice_writer_round_trips_segments(trained, tmp_path):
     assert [s.tgt for s in got] == [s.tgt for s in src[:5]] and [s.src for s in got] == [s.src for s in src[:5]]
     for a, b in zip(got, src[:5]):
         np.testing.assert_array_equal(load_audio(a), load_audio(b))  # int16 samples, bit-exact
+
+
+def test_release_of_a_speech_run_scores_its_splits_the_control_and_records_golden_tokens(trained, tmp_path):
+    import json
+
+    import dslm_zoo
+    from dslm_zoo.release import golden_tokens, release_run
+
+    run = trained[0] / "run"
+    out = release_run(run, "tones", repo_root=tmp_path, windows=8, progress=False)
+    cfg = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+    data = trained[0].name
+    assert set(cfg["metrics"]) == {f"{data}:tst-COMMON", f"{data}:train-first8", f"{data}:tst-COMMON-shuffled-audio",
+                                   f"{data}:test-slice"}
+    assert cfg["metrics"][f"{data}:tst-COMMON"]["segments"] == 6 and cfg["metrics"][f"{data}:train-first8"]["segments"] == 8
+    assert "--shuffle-audio 0" in cfg["eval_command"] and "BLEU signature: `nrefs:1|case:mixed" in cfg["notes"]
+    gold = json.loads((tmp_path / "tests" / "golden" / f"{cfg['architecture']}.tones.json").read_text())
+    model = dslm_zoo.create_model(f"local-dir:{out}")
+    assert gold["greedy_tokens"] == golden_tokens(model) and len(gold["greedy_tokens"]) >= 1
