@@ -304,7 +304,7 @@ def cmd_eval_st(args: argparse.Namespace) -> int:
 
     from . import create_model
     from .data.mustc import read_split
-    from .evals.st import evaluate_st
+    from .translation import evaluate_st
 
     read_split(args.root, args.pair, args.split)  # a bad tree fails before the model is loaded
     model = create_model(args.model, pretrained=True)

@@ -141,7 +141,7 @@ def _st_demo(n: int = 2) -> None:
     (synthesized English speech of LibreOffice help text): hypothesis beside the reference."""
     from . import get_pretrained_cfg, get_tokenizer
     from .data.mustc import read_split
-    from .evals.st import translate
+    from .translation import translate
     from .release import REPO_ROOT, ST_SLICE
 
     names = [n_ for n_ in list_pretrained() if get_pretrained_cfg(n_).fbank is not None]

@@ -181,7 +181,7 @@ def _st_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Ma
     the first ``windows`` segments of the training talks, on tst-COMMON with the audio shuffled across utterances
     (the control: near 0 if the model reads its audio), and on the committed slice."""
     from ._builder import get_tokenizer
-    from .evals.st import evaluate_st
+    from .translation import evaluate_st
     from .train.tasks import resolve_data_file
 
     kw = recipe["data"]["kwargs"]

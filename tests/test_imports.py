@@ -23,7 +23,7 @@ FLOORS = [
     {"dslm_zoo"},  # the package's __init__: create_model and friends
     {"data", "diagnostics"},
     {"train"},
-    {"release", "demo", "robustness"},
+    {"release", "demo", "robustness", "translation"},
     {"cli"},
 ]
 FLOOR_OF = {g: i for i, gs in enumerate(FLOORS) for g in gs}

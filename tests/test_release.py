@@ -134,7 +134,7 @@ def test_qa_release_reproduces_its_card_scores_on_the_committed_slice(name, tmp_
 
 @pytest.mark.parametrize("name", [n for n in RELEASED if _is_st(n)])
 def test_st_release_reproduces_its_card_scores_and_golden_tokens_on_the_committed_slice(name):
-    from dslm_zoo.evals.st import evaluate_st
+    from dslm_zoo.translation import evaluate_st
     from dslm_zoo.release import ST_SLICE, golden_tokens
 
     cfg = dslm_zoo.get_pretrained_cfg(name)

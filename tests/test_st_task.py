@@ -104,7 +104,7 @@ def test_bucketed_batches_hold_similar_lengths_and_cover_the_epoch(trained):
 
 
 def test_shuffled_order_is_a_seeded_derangement():
-    from dslm_zoo.evals.st import shuffled_order
+    from dslm_zoo.translation import shuffled_order
 
     for n in (2, 3, 17, 500):
         order = shuffled_order(n, seed=0)
@@ -118,7 +118,7 @@ def test_shuffled_order_is_a_seeded_derangement():
 def test_shuffled_audio_control_drops_the_score(trained):
     """The tone model reads its audio: pairing each reference with another segment's tone lowers chrF."""
     from dslm_zoo import create_model, get_tokenizer
-    from dslm_zoo.evals.st import evaluate_st
+    from dslm_zoo.translation import evaluate_st
 
     tmp_path = trained[0]
     name = f"local-dir:{tmp_path / 'run' / 'export'}"

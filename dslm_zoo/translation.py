@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bleu import score
+from .evals.bleu import score
 
 __all__ = ["translate", "evaluate_st", "shuffled_order"]
 
@@ -50,8 +50,8 @@ def translate(
     score / length^penalty). Special tokens (ids 0-3: pad, unk, bos, eos) are dropped before decoding."""
     from tqdm.auto import tqdm
 
-    from ..data.mustc import load_audio
-    from ..models.speech import collate_fbank, compute_fbank
+    from .data.mustc import load_audio
+    from .models.speech import collate_fbank, compute_fbank
 
     if beam < 1 or batch_size < 1:
         raise ValueError(f"beam and batch_size must be >= 1, got beam={beam}, batch_size={batch_size}")
@@ -94,7 +94,7 @@ def evaluate_st(
     """(hypotheses, references, scores) of ``model`` on a MuST-C split: the evaluation length filter, the first
     ``limit`` segments, and with ``shuffle_audio=SEED`` the audio permuted across them (:func:`shuffled_order`).
     Scores: sacrebleu BLEU and chrF with signatures, plus segments, split, beam and the shuffle seed."""
-    from ..data.mustc import filter_segments, read_split
+    from .data.mustc import filter_segments, read_split
 
     segs, _ = filter_segments(read_split(root, pair, split), train=False)
     if limit is not None:
