@@ -82,3 +82,32 @@ def test_attention_entropy_is_one_for_uniform_rows_and_zero_for_one_hot_rows():
     x = torch.eye(16)[None] * 3
     wrapper = torch.nn.Sequential(att)
     assert attention_entropy(wrapper, x)[0] < 1e-3
+
+
+def test_postln_collapse_reads_every_checkpoint_with_theory_and_measurement(tmp_path, capsys):
+    """eval/postln_collapse.py on the toy language: one row per checkpoint plus the init, the theory and the
+    measurement on the same weights; the last checkpoint's weights are the run's final weights."""
+    spec = importlib.util.spec_from_file_location("postln_collapse", ROOT / "eval" / "postln_collapse.py")
+    pc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pc)
+    runs = tmp_path / "runs"
+    argv = ["--recipe", str(ROOT / "recipes" / "tiny_mlm.yaml"), "--depth", "2", "--steps", "4", "--every", "2",
+            "--placements", "post", "--set", "train.eval_every=0", "--runs", str(runs), "--md", str(tmp_path / "t.md"),
+            "--png", str(tmp_path / "p.png")]
+    assert pc.main(argv) == 0
+    rows = [line.split(" | ") for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| post |")]
+    assert [int(r[1]) for r in rows] == [0, 2, 4]
+    for r in rows:
+        grad, pred_grad, corr, pred_corr, gain, gain_max, skip = (float(x.strip(" |")) for x in r[2:])
+        assert 0 < grad and 0 < pred_grad and 0 <= corr <= 1 and 0 <= pred_corr <= 1
+        assert 0 < gain <= gain_max and 0 < skip < 1  # a Post-LN skip share is lambda^2 Var(x) / Var(sum) < 1
+    assert (tmp_path / "p.png").stat().st_size > 0
+    from dslm_zoo.train.checkpoint import CheckpointManager, model_weights
+
+    run = runs / "dslm_d2_post"
+    steps = CheckpointManager(run, rank=0, world=1, keep=0).steps()
+    assert [s for s, _ in steps] == [2, 4]
+    final = dslm_zoo.create_model(f"local-dir:{run / 'export'}")
+    got = model_weights(steps[-1][1], final)
+    for k, v in final.state_dict().items():
+        torch.testing.assert_close(got[k], v, msg=k)

@@ -16,6 +16,7 @@ from dslm_zoo.theory.signal import (
     SignalPrediction,
     SignalTable,
     attention_moments,
+    attention_variance_and_cov,
     softmax_sq_mass,
     token_correlation,
 )
@@ -43,6 +44,16 @@ def test_attention_moments_limits():
     assert 0 < C <= A < 0.05
     Ac = attention_moments(0.0, 128, 1024, 1.0, causal=True)[0]
     assert Ac > A  # short prefixes average fewer tokens
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_variance_and_cov_is_attention_moments(causal):
+    """The scalar path of the DSLM init schedule gives attention_moments' (A, C) up to rounding."""
+    for L in (2, 17, 128, 1024):
+        for d, pa, s in ((32, 0.0, 1.0), (1024, 0.1, 0.3), (64, 0.0, 4.0)):
+            for r in (0.0, 0.013, 0.3, 0.77, 0.999, 1.0):
+                want = attention_moments(r, L, d, s, pa, causal)[:2]
+                assert attention_variance_and_cov(r, L, d, s, pa, causal) == pytest.approx(want, rel=1e-12, abs=1e-15)
 
 
 def test_token_correlation():

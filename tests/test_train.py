@@ -166,7 +166,10 @@ def test_tiny_run_writes_metrics_plot_export_and_checkpoints(tmp_path):
     rows = read_metrics(run)
     train = [r for r in rows if "split" not in r]
     assert [r["step"] for r in train] == list(range(1, 7))
-    assert all({"step", "loss", "lr", "tokens_per_s", "grad_norm"} <= set(r) for r in train)
+    assert all({"step", "loss", "lr", "tokens_per_s", "grad_norm", "step_s", "peak_mem_mb"} <= set(r) for r in train)
+    # the process's peak resident set: at least the model's fp32 weights, and it never goes down
+    peaks = [r["peak_mem_mb"] for r in train]
+    assert peaks == sorted(peaks) and peaks[0] > trainer.num_params * 4 / 2**20
     evals = [r for r in rows if r.get("split") == "validation"]
     assert [r["step"] for r in evals] == [3, 6] and all("eval_loss" in r and "eval_ppl" in r for r in evals)
     assert (run / "loss.png").stat().st_size > 10_000

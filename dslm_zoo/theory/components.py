@@ -561,6 +561,30 @@ def softmax_power_sums(n: int, s: float, all_sizes: bool = False):
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _causal_sq_mass_node(n: int, k: int) -> float:
+    """Mean over row sizes 1..n of min(E[sum_j P_j^2], 1) at the grid node s = k * _S_STEP."""
+    import numpy as np
+
+    return float(np.minimum(_power_sums_node(n, k, True)[0], 1.0).mean())
+
+
+def causal_mean_sq_mass(n: int, s: float) -> float:
+    """Mean over the rows of causal attention (row i has i keys, i = 1..n) of E[sum_j P_j^2] at logit variance s.
+
+    The same number as averaging :func:`softmax_power_sums` over sizes (both interpolate linearly between the
+    same nodes, and the nodes lie in [0, 1], so the clip commutes with the mean), but a scalar per node: the DSLM
+    init's attention schedule of a 1000-layer causal stack evaluates it once per layer."""
+    s = min(max(float(s), 0.0), _S_MAX)
+    x = s / _S_STEP
+    k = int(x)
+    frac = x - k
+    out = _causal_sq_mass_node(int(n), k)
+    if frac > 1e-12:
+        out = (1.0 - frac) * out + frac * _causal_sq_mass_node(int(n), k + 1)
+    return out
+
+
 @functools.lru_cache(maxsize=4096)
 def _weight_moments(s: float, seq_len: int, causal: bool) -> tuple[float, float, float, float]:
     """Averages over queries of ``E[sum_j P^2]``, ``E[sum_j P^3]``, ``E[sum_j P^4]``, ``E[sum_{j!=k} P_j^2 P_k^2]``

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from .components import gelu_cross_moment, gelu_moments, relu_corr_map
-from .signal import attention_moments
+from .signal import attention_moments, attention_variance_and_cov
 
 __all__ = [
     "dslm_residual_scales",
@@ -137,7 +137,7 @@ def attention_gain_and_corr(
         return r, 1.0
     if seq_len < 2:
         return 1.0, 1.0
-    A, C, _, _ = attention_moments(r, seq_len, dim, 1.0, attn_drop, causal)
+    A, C = attention_variance_and_cov(r, seq_len, dim, 1.0, attn_drop, causal)
     return A, min(C / A, 1.0)
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Sequence
 
-from .components import gelu_cross_moment, gelu_moments, relu_corr_map, softmax_power_sums
+from .components import causal_mean_sq_mass, gelu_cross_moment, gelu_moments, relu_corr_map, softmax_power_sums
 
 __all__ = [
     "SignalTable",
@@ -60,6 +60,7 @@ __all__ = [
     "StackSpec",
     "predict_specs",
     "attention_moments",
+    "attention_variance_and_cov",
     "softmax_sq_mass",
     "token_correlation",
     "check_predict_args",
@@ -349,7 +350,7 @@ def _causal_consts(L: int) -> dict[str, Any]:
     H = np.cumsum(inv[::-1])[::-1]  # H_j = sum_{i >= j} 1/i: the mean column sum of key j
     harmonic = float(inv.sum())
     return dict(
-        i=i, inv=inv, frac=(i - 1.0) / i, Hc=H, Hc2=H * H, inv2_rev=np.cumsum((inv * inv)[::-1])[::-1],
+        i=i, inv=inv, frac=(i - 1.0) / i, frac_mean=float(((i - 1.0) / i).mean()), Hc=H, Hc2=H * H, inv2_rev=np.cumsum((inv * inv)[::-1])[::-1],
         later=(L - i), pair=2.0 * (L - harmonic) / (L * (L - 1.0)) if L > 1 else 1.0,
         # sum over query pairs i != i' >= j of P_ij P_i'j / min(i, i'): the part of the key-path cross term that
         # the centring v_j - o_i removes in short rows (o_i contains v_j with weight ~1/i)
@@ -379,6 +380,25 @@ def attention_moments(
         return float(c["A"].mean()), c["C"], float(c["S"].mean()), float(c["K2"].mean())
     b = _attn_bidir(r, L, d, logit_var, attn_drop)
     return b["A"], b["C"], b["S"], b["K2"]
+
+
+def attention_variance_and_cov(
+    r: float, seq_len: int | None, d: int, logit_var: float, attn_drop: float = 0.0, causal: bool = False
+) -> tuple[float, float]:
+    """(A, C) of :func:`attention_moments` alone, without its per-position vectors.
+
+    For causal attention, A is linear in the per-row softmax masses, so its mean over positions needs only their
+    mean (:func:`dslm_zoo.theory.components.causal_mean_sq_mass`, a scalar per grid node): the DSLM init
+    schedule calls this once per layer, and a 1000-layer causal stack then costs milliseconds, not a quarter
+    second. Equal to ``attention_moments(...)[:2]`` up to rounding (tests/test_predict.py)."""
+    if seq_len is None or int(seq_len) <= 1 or not causal:
+        return attention_moments(r, seq_len, d, logit_var, attn_drop, causal)[:2]
+    L, q, s, pa = int(seq_len), 1.0 - r, logit_var, attn_drop
+    c = _causal_consts(L)
+    k_s = (q * (1.0 + 4.0 * q * s / d) + r * pa) / (1.0 - pa)
+    A = r + q * q * c["frac_mean"] * s / d + causal_mean_sq_mass(L, q * s) * k_s
+    C = r + q * c["pair"] + 2.0 * q * q * s / d * c["pair"]
+    return A, min(C, A)
 
 
 def _attn_bidir(r: float, L: int, d: int, s: float, pa: float) -> dict[str, float]:

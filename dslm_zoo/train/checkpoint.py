@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["CheckpointManager", "latest_checkpoint"]
+__all__ = ["CheckpointManager", "latest_checkpoint", "model_weights"]
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -76,6 +76,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def model_weights(path: str | os.PathLike, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model weights stored in checkpoint directory ``path``, as a state dict shaped like ``model``'s (the
+    model itself is not changed; ``model.load_state_dict`` them to look at a run mid-way)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    msd = {k: v.detach().clone() for k, v in get_model_state_dict(model).items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": msd}, checkpoint_id=str(path))
+    return msd
+
+
 class CheckpointManager:
     """Save and restore everything a resume needs; keeps the newest ``keep`` checkpoints."""
 
@@ -121,21 +134,20 @@ class CheckpointManager:
         for p in self.dir.glob(".step_*.tmp"):  # leftovers of a killed save
             shutil.rmtree(p, ignore_errors=True)
 
+    def steps(self) -> list[tuple[int, Path]]:
+        """(step, directory) of every finished checkpoint, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        return sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_DIR.match(p.name)))
+
     def average(self, model: nn.Module, n: int) -> dict[str, torch.Tensor]:
         """The element-wise mean of the model weights of the newest ``n`` checkpoints (fp32 accumulation)."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        done = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_DIR.match(p.name)))
-        paths = [p for _, p in done[-n:]]
+        paths = [p for _, p in self.steps()[-n:]]
         if len(paths) < n:
             raise RuntimeError(f"checkpoint averaging needs {n} checkpoints, {self.dir} has {len(paths)}")
         total: dict[str, torch.Tensor] = {}
         for path in paths:
-            msd = {k: v.detach().clone() for k, v in get_model_state_dict(model).items()}
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-                dcp.load({"model": msd}, checkpoint_id=str(path))
+            msd = model_weights(path, model)
             for k, v in msd.items():
                 total[k] = total.get(k, 0) + v.double()
         return {k: (v / n).to(msd[k].dtype) for k, v in total.items()}

@@ -121,6 +121,19 @@ def _hardware(env: DistEnv) -> str:
     return f"{env.world} process(es) on {os.cpu_count()} CPU cores ({cpu})"
 
 
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: the accelerator's allocator peak on CUDA, the process's peak resident set on CPU
+    (model, optimizer state, activations and the data loader together: what a user's machine must hold)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return float("nan")
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return kb / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -477,7 +490,8 @@ class Trainer:
                     if self.step % t.log_every == 0 or self.step == t.steps:
                         self._log({"step": self.step, "loss": loss, "lr": lr, unit_key: inputs / dt, "grad_norm": gnorm,
                                    "tokens" if self.task.unit == "tokens" else "samples": self.counters["inputs"],
-                                   "elapsed_s": round(self.wall_time, 3)})
+                                   "elapsed_s": round(self.wall_time, 3), "step_s": round(dt, 4),
+                                   "peak_mem_mb": round(_peak_memory_mb(self.env.device), 1)})
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", **{unit_key.replace('_per_s', '/s'): f"{inputs / dt:,.0f}"}, refresh=False)
                 bar.update(1)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.steps:
