@@ -115,7 +115,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=positive_int, help="override the number of layers")
     p.add_argument("--embed-dim", type=positive_int, help="override the width")
     p.add_argument("--post-ln", action="store_true", help="Post-LN instead of the config's placement")
-    p.add_argument("--init", choices=("dslm", "xavier", "deepnorm", "megatron"), help="init scheme (default: the config's)")
+    p.add_argument("--init", choices=("dslm", "xavier", "deepnorm", "megatron", "dslm_init_only", "dslm_scales_only"), help="init scheme (default: the config's)")
     p.add_argument("--seq-len", type=positive_int, help="tokens per sequence (default: the model's context)")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(fn=cmd_predict)

@@ -43,7 +43,7 @@ from .theory.recipe import (
 __all__ = ["SCHEMES", "InitRule", "StackPlan", "InitRecord", "init_model", "set_scales", "stack_sublayer_specs",
            "StackContext", "stack_scales", "stack_stds"]
 
-SCHEMES = ("dslm", "xavier", "deepnorm", "megatron", "skip")
+SCHEMES = ("dslm", "xavier", "deepnorm", "megatron", "dslm_init_only", "dslm_scales_only", "skip")
 _STD_002 = 0.02  # BERT / Megatron convention
 
 
@@ -151,7 +151,7 @@ class StackContext:
 
 def stack_scales(scheme: str, ctx: StackContext, dslm_k: float) -> tuple[float, float]:
     """The scheme's residual (lambda, beta) of a stack: DSLM beta^2 = k / N_sub, DeepNorm (alpha, 1), else (1, 1)."""
-    if scheme == "dslm":
+    if scheme in ("dslm", "dslm_scales_only"):
         return dslm_residual_scales(ctx.num_sublayers, dslm_k)
     if scheme == "deepnorm":
         if ctx.norm_first:
@@ -164,7 +164,7 @@ def stack_stds(scheme: str, ctx: StackContext, *, dslm_k: float, drop: float, at
     """The scheme's projection std per (sub-layer, role in q k v o fc1 fc2, fans) of a stack, and the stream
     correlation leaving the stack (DSLM: from the forward recursion; it feeds the cross-attention of a decoder
     reading this stack; other schemes return nan)."""
-    if scheme == "dslm":
+    if scheme in ("dslm", "dslm_init_only"):
         gains, corrs = dslm_attention_schedule(list(ctx.specs), ctx.r_in, ctx.num_sublayers, dslm_k, drop, attn_drop)
         d = ctx.specs[0].dim
         specs = ctx.specs
@@ -177,7 +177,7 @@ def stack_stds(scheme: str, ctx: StackContext, *, dslm_k: float, drop: float, at
             return math.sqrt(dslm_ffn_var(d, specs[i].hidden_dim, drop, specs[i].act))
 
         return dslm_std, corrs[-1]
-    if scheme == "xavier":
+    if scheme in ("xavier", "dslm_scales_only"):
         return (lambda i, role, fi, fo: _xavier(fi, fo)), float("nan")
     if scheme == "deepnorm":
         beta = deepnorm_constants(ctx.n_enc, ctx.n_dec, ctx.role)[1]
@@ -206,6 +206,9 @@ def _contexts(model: nn.Module, memory_corr: dict[int, float] | None = None) -> 
 # Fixed scalars: residual lambda/beta and the tied-logit scale.
 
 
+_DSLM_DRAWS = ("dslm", "dslm_init_only")  # schemes drawing DSLM's weights (embeddings, logit scale included)
+
+
 def set_scales(model: nn.Module, scheme: str) -> None:
     """Set the scheme's fixed scalars: every ``Residual``'s (lambda, beta), every LM head's logit scale and the
     scale of fixed sinusoidal position tables."""
@@ -217,14 +220,14 @@ def set_scales(model: nn.Module, scheme: str) -> None:
     for m in model.modules():
         if isinstance(m, LMHead):
             m.logit_scale = 1.0
-            if scheme == "dslm" and m.tied:
+            if scheme in _DSLM_DRAWS and m.tied:
                 (emb,) = [e for e in model.modules() if isinstance(e, TokenEmbedding) and e.word is m.tied_embedding]
                 var_emb = dslm_embedding_var(emb.num_tables, p)
                 m.logit_scale = 1.0 / math.sqrt(m.dim * var_emb)
         elif isinstance(m, (TokenEmbedding, SpeechEmbedding)) and isinstance(m.pos, SinusoidalPosition):
             # a fixed table is a summed table too (DSLM: variance (1-p)/n_t); its scale is not in the state dict,
             # so 'skip' (weight loading) must restore it like lambda and beta
-            m.pos.variance = dslm_embedding_var(m.num_tables, p) if scheme == "dslm" else 0.5
+            m.pos.variance = dslm_embedding_var(m.num_tables, p) if scheme in _DSLM_DRAWS else 0.5
 
 
 def _reset_buffers(model: nn.Module) -> None:
@@ -432,6 +435,18 @@ def init_megatron(model: nn.Module, rec: InitRecord) -> None:
     _walk(model, [_stack_handler(rec, model, "megatron")] + _baseline_inputs_and_heads(rec, lambda lin: _STD_002, "megatron"))
 
 
+def init_dslm_init_only(model: nn.Module, rec: InitRecord) -> None:
+    """Ablation (issue 13): DSLM's weight draws (:func:`init_dslm`, the same per-layer stds, embedding variances and
+    logit scale) without its residual scaling: lambda = beta = 1."""
+    init_dslm(model, rec)
+
+
+def init_dslm_scales_only(model: nn.Module, rec: InitRecord) -> None:
+    """Ablation (issue 13): DSLM's residual scaling (lambda^2 = 1 - k/N, beta^2 = k/N) on the Xavier baseline's
+    weight draws (:func:`init_xavier`)."""
+    init_xavier(model, rec)
+
+
 def init_skip(model: nn.Module, rec: InitRecord) -> None:
     """Touch no parameter (pretrained weights will overwrite them)."""
 
@@ -441,6 +456,8 @@ _SCHEME_FNS: dict[str, Callable[[nn.Module, InitRecord], None]] = {
     "xavier": init_xavier,
     "deepnorm": init_deepnorm,
     "megatron": init_megatron,
+    "dslm_init_only": init_dslm_init_only,
+    "dslm_scales_only": init_dslm_scales_only,
     "skip": init_skip,
 }
 

@@ -6,7 +6,8 @@ methods a practitioner would try instead, at several depths, both LayerNorm plac
 
 Methods: the init schemes ``dslm``, ``xavier``, ``deepnorm``, ``megatron``, and on Xavier init the norm variants
 ``peri_ln`` (Peri-LN), ``ln_scaling`` (LayerNorm Scaling) and ``dyt`` (Dynamic Tanh) (Pre-LN variants are not
-run Post-LN). Every run is ``python -m dslm_zoo.train recipes/depth_stability_mlm.yaml`` with ``--set``
+run Post-LN); and DSLM's ablations ``dslm_init_only`` (its draws, lambda = beta = 1) and ``dslm_scales_only`` (its
+lambda, beta on Xavier draws), under DSLM's learning-rate rule like ``dslm``. Every run is ``python -m dslm_zoo.train recipes/depth_stability_mlm.yaml`` with ``--set``
 overrides in its own directory under ``--runs`` (:mod:`dslm_zoo.train.sweep`: finished runs are reused).
 
 Per run: the final validation loss; divergence (a non-finite loss, or a last training loss above the first);
@@ -34,6 +35,10 @@ METHODS: dict[str, list[str]] = {
     "peri_ln": ["model.kwargs.init=xavier", "model.kwargs.peri_norm=true"],
     "ln_scaling": ["model.kwargs.init=xavier", "model.kwargs.ln_scaling=true"],
     "dyt": ["model.kwargs.init=xavier", "model.kwargs.norm=dyt"],
+    # ablations of DSLM (its weight draws alone, its residual scaling alone), trained under DSLM's learning-rate
+    # rule like the full scheme, so that only the init differs
+    "dslm_init_only": ["model.kwargs.init=dslm_init_only", "optim.lr_rule=dslm"],
+    "dslm_scales_only": ["model.kwargs.init=dslm_scales_only", "optim.lr_rule=dslm"],
 }
 PRE_LN_ONLY = {"peri_ln", "ln_scaling"}
 

@@ -109,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     from dslm_zoo.train.sweep import run_recipe
 
     results: dict[str, list[dict[str, Any]]] = {}
+    losses: dict[str, float | None] = {}
     for pl in args.placements:
         out = Path(args.runs) / f"dslm_d{args.depth}_{pl}"
         sets = ["model.kwargs.init=dslm", f"model.kwargs.depth={args.depth}", f"model.kwargs.norm_first={pl == 'pre'}",
                 f"train.steps={args.steps}", f"train.checkpoint_every={args.every}",
                 f"train.keep_checkpoints={args.steps // args.every + 1}"] + args.extra
         print(f"training {out.name} ...", file=sys.stderr)
-        run_recipe(Path(args.recipe), out, sets)
+        summary = run_recipe(Path(args.recipe), out, sets)
         results[pl] = analyse(out)
+        losses[pl] = summary.eval_loss
     cmd = ("python eval/postln_collapse.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     lines = [f"Command: `{cmd}`", "",
              "| LN | step | grad in/out, measured | predicted | output token corr, measured | predicted "
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{_fmt(r['out_corr'], '.3f')} | {_fmt(r['pred_out_corr'], '.3f')} | "
                          f"{_fmt(r['branch_gain_median'], '.3g')} | {_fmt(r['branch_gain_max'], '.3g')} | "
                          f"{_fmt(r['skip_share_product'], '.3g')} |")
+    lines += ["", "Final validation loss: " + ", ".join(f"{pl}-LN {_fmt(v if v is not None else math.nan, '.3f')}"
+                                                    for pl, v in losses.items())]
     text = "\n".join(lines) + "\n"
     Path(args.md).parent.mkdir(parents=True, exist_ok=True)
     Path(args.md).write_text(text)
@@ -148,6 +152,9 @@ def _plot(results: dict[str, list[dict[str, Any]]], png: Path, depth: int) -> No
         c = f"C{k}"
         axes[0].semilogy(st, [r["grad_ratio"] for r in rows], "-o", color=c, ms=3, label=f"{pl}-LN measured")
         axes[0].semilogy(st, [r["pred_grad_ratio"] for r in rows], "--", color=c, label=f"{pl}-LN theory on the weights")
+        if pl == "post":  # what the skip path passes down a Post-LN stack
+            axes[0].semilogy(st, [r["skip_share_product"] for r in rows], ":", color=c, lw=2,
+                             label="post-LN product of skip shares")
         axes[1].plot(st, [r["out_corr"] for r in rows], "-o", color=c, ms=3, label=f"{pl}-LN measured")
         axes[1].plot(st, [r["pred_out_corr"] for r in rows], "--", color=c, label=f"{pl}-LN theory on the weights")
         axes[2].semilogy(st, [r["branch_gain_median"] for r in rows], "-o", color=c, ms=3, label=f"{pl}-LN median")

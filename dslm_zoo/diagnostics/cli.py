@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["add_signal_parser", "cmd_signal", "make_batch", "run_signal"]
 
-_INITS = ("dslm", "xavier", "deepnorm", "megatron")
+_INITS = ("dslm", "xavier", "deepnorm", "megatron", "dslm_init_only", "dslm_scales_only")
 
 
 def add_signal_parser(sub: argparse._SubParsersAction) -> None:

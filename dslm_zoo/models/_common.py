@@ -15,7 +15,7 @@ from ._base import ZooModel
 __all__ = ["TransformerConfig", "StackModel"]
 
 _ACTS = ("relu", "gelu")
-_INITS = ("dslm", "xavier", "deepnorm", "megatron")
+_INITS = ("dslm", "xavier", "deepnorm", "megatron", "dslm_init_only", "dslm_scales_only")
 
 
 @dataclass(frozen=True)
