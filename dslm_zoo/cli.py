@@ -115,8 +115,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=positive_int, help="override the number of layers")
     p.add_argument("--embed-dim", type=positive_int, help="override the width")
     p.add_argument("--post-ln", action="store_true", help="Post-LN instead of the config's placement")
-    p.add_argument("--init", choices=("dslm", "xavier", "deepnorm", "megatron", "dslm_init_only", "dslm_scales_only"), help="init scheme (default: the config's)")
+    from .init import SCHEMES
+
+    p.add_argument("--init", choices=[s for s in SCHEMES if s != "skip"], help="init scheme (default: the config's)")
     p.add_argument("--seq-len", type=positive_int, help="tokens per sequence (default: the model's context)")
+    p.add_argument("--built-for", type=positive_int, metavar="L",
+                   help="the length the DSLM init was derived for (dslm_seq_len; default: the model's context), "
+                        "e.g. to ask what running at 4x the built length does")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(fn=cmd_predict)
 
@@ -124,7 +129,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .diagnostics import predict
 
-    over = {k: v for k, v in (("depth", args.depth), ("embed_dim", args.embed_dim)) if v is not None}
+    over = {k: v for k, v in (("depth", args.depth), ("embed_dim", args.embed_dim), ("dslm_seq_len", args.built_for))
+            if v is not None}
     if args.post_ln:
         over["norm_first"] = False
     if args.name.startswith(("local-dir:", "hf-hub:")):

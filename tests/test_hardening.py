@@ -241,3 +241,19 @@ def test_prediction_verdict_and_the_predict_command(capsys):
     import json
 
     assert json.loads(capsys.readouterr().out)["trainable"] is False
+
+
+def test_predict_command_built_for_another_length(capsys):
+    """--built-for L: the DSLM init derived for L, the theory run at --seq-len (issue 13's length ablation)."""
+    import json
+
+    from dslm_zoo.cli import main
+    from dslm_zoo.diagnostics import predict
+
+    ratios = {}
+    for built in (32, 128):
+        assert main(["predict", "dslm_gpt_tiny", "--depth", "24", "--seq-len", "128", "--built-for", str(built), "--json"]) == 0
+        ratios[built] = json.loads(capsys.readouterr().out)["stack 0: grad_ratio"]["value"]
+        want = predict("dslm_gpt_tiny", 128, depth=24, dslm_seq_len=built).grad_ratio()
+        assert ratios[built] == pytest.approx(want)
+    assert ratios[32] != ratios[128]  # the init depends on the length it was derived for
