@@ -111,3 +111,37 @@ def test_postln_collapse_reads_every_checkpoint_with_theory_and_measurement(tmp_
     got = model_weights(steps[-1][1], final)
     for k, v in final.state_dict().items():
         torch.testing.assert_close(got[k], v, msg=k)
+
+
+def test_deep_vs_shallow_reports_seeds_and_milestones_and_resumes_a_cut_run(tmp_path):
+    """eval/deep_vs_shallow.py on the toy language: equal block parameters (2x32 and 8x16), two seeds, milestones,
+    the crossing line; a run cut after its last checkpoint continues from it instead of training again."""
+    spec = importlib.util.spec_from_file_location("deep_vs_shallow", ROOT / "eval" / "deep_vs_shallow.py")
+    dvs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dvs)
+    runs = tmp_path / "runs"
+    argv = ["--recipe", str(ROOT / "recipes" / "tiny_mlm.yaml"), "--shapes", "2x32", "8x16", "--seeds", "0", "1",
+            "--steps", "4", "--evals", "2", "--workers", "2", "--runs", str(runs), "--md", str(tmp_path / "t.md"),
+            "--png", str(tmp_path / "c.png")]
+    assert dvs.main(argv) == 0
+    text = (tmp_path / "t.md").read_text()
+    table = [line.split(" | ") for line in text.splitlines() if line.startswith(("| 8x16 |", "| 2x32 |"))]
+    assert [r[0].strip("| ") for r in table] == ["8x16", "2x32"]
+    assert all(r[1] == "0.02M" and r[2] == "2" for r in table)  # 12 L D^2 = 24,576 each, two seeds
+    milestones = [line for line in text.splitlines() if line.startswith("| 0.00")]
+    assert len(milestones) == 2 and "Deepest (8x16) vs shallowest (2x32)" in text
+    rows = json.loads((runs / "results.json").read_text())
+    assert len(rows) == 4 and all(len(r["curve"]) == 2 and all(math.isfinite(p) for _, p in r["curve"]) for r in rows)
+    assert (tmp_path / "c.png").stat().st_size > 0
+    # cut: the run lost its status and export but kept its checkpoints -> it is continued, not trained again
+    run = runs / "8x16_seed0_steps4"
+    first_line = (run / "metrics.jsonl").read_text().splitlines()[0]
+    (run / "sweep_status.json").unlink()
+    import shutil
+
+    shutil.rmtree(run / "export")
+    assert dvs.main(argv) == 0
+    assert json.loads((run / "sweep_status.json").read_text())["command"][3] == "--resume"
+    assert (run / "metrics.jsonl").read_text().splitlines()[0] == first_line and (run / "export").is_dir()
+    with pytest.raises(SystemExit):
+        dvs.main(["--shapes", "96by64"])

@@ -3,7 +3,8 @@
 Each run is ``python -m dslm_zoo.train RECIPE --out DIR --set KEY=VALUE ...`` in its own process and run
 directory, so runs can go side by side on separate cores and a crash stays in its run. A run that finished (exit
 0) or stopped on a non-finite loss (exit 3, the trainer's divergence stop) leaves ``sweep_status.json`` and is
-reused: an interrupted sweep continues where it was.
+reused; an interrupted run continues from its newest checkpoint (``dslm-zoo train --resume``), or starts again if it
+wrote none: an interrupted sweep continues where it was.
 """
 from __future__ import annotations
 
@@ -65,11 +66,17 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: Sequence[str] = (
     status = out / STATUS
     if status.is_file():
         return summarize_run(out, json.loads(status.read_text())["returncode"])
-    if out.exists():
-        shutil.rmtree(out)  # an unfinished run: start it again
-    cmd = [sys.executable, "-m", "dslm_zoo.train", str(recipe), "--out", str(out)]
-    for o in overrides:
-        cmd += ["--set", o]
+    from .checkpoint import latest_checkpoint
+
+    if out.exists() and latest_checkpoint(out) is not None:
+        # an interrupted run with a checkpoint: continue it (the run directory holds the recipe with its overrides)
+        cmd = [sys.executable, "-m", "dslm_zoo.train", "--resume", str(out)]
+    else:
+        if out.exists():
+            shutil.rmtree(out)  # an unfinished run without a checkpoint: start it again
+        cmd = [sys.executable, "-m", "dslm_zoo.train", str(recipe), "--out", str(out)]
+        for o in overrides:
+            cmd += ["--set", o]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode not in (0, 3):
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
