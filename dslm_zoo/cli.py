@@ -163,7 +163,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--max-answer-len", type=positive_int, default=30, help="longest answer in tokens (default 30)")
     q.add_argument("--batch", type=positive_int, default=32)
     q.add_argument("--version", choices=["1.1", "2.0"], help="score as this version (default: the file's)")
-    q.add_argument("-t", "--na-prob-thresh", type=float, default=1.0, help="v2.0: no answer if na_prob > this")
+    t = q.add_mutually_exclusive_group()
+    t.add_argument("-t", "--na-prob-thresh", type=float, default=1.0, help="v2.0: no answer if na_prob > this")
+    t.add_argument("--thresh-from", metavar="DEV.json",
+                   help="v2.0: choose the threshold on this development file (its best-F1 threshold) and score DATA "
+                        "with it (printed to stderr); DATA's own best threshold is an oracle")
     q.set_defaults(fn=cmd_eval_squad)
     _add_eval_st(esub)
     _add_eval_lm(esub)
@@ -334,12 +338,21 @@ def cmd_eval_squad(args: argparse.Namespace) -> int:
     from .evals.squad import load_dataset
 
     load_dataset(args.data)  # a bad file fails before the model is loaded
+    if args.thresh_from:
+        load_dataset(args.thresh_from)
     model = create_model(args.model, pretrained=True)
     if getattr(model.cfg, "head", None) != "qa":
         raise ValueError(f"{args.model} has head={getattr(model.cfg, 'head', None)!r}; SQuAD needs a QA model (head='qa')")
-    scores = answer_and_score(model, args.data, _eval_tokenizer(args), args.out, max_len=args.max_len,
-                              doc_stride=args.doc_stride, max_answer_len=args.max_answer_len, batch_size=args.batch,
-                              version=args.version, na_prob_thresh=args.na_prob_thresh)
+    tok = _eval_tokenizer(args)
+    win = dict(max_len=args.max_len, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len, batch_size=args.batch)
+    thresh = args.na_prob_thresh
+    if args.thresh_from:
+        from .evals.qa import dev_threshold
+
+        thresh, dev = dev_threshold(model, args.thresh_from, tok, Path(args.out) / "dev", **win)
+        print(f"no-answer threshold {thresh:.6g}: the best-F1 threshold on {args.thresh_from} (F1 there "
+              f"{dev['best_f1']:.2f})", file=sys.stderr)
+    scores = answer_and_score(model, args.data, tok, args.out, version=args.version, na_prob_thresh=thresh, **win)
     print(json.dumps(scores))
     return 0
 

@@ -144,9 +144,13 @@ def _image_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe:
 def _qa_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Mapping[str, Any], windows: int,
                   progress: bool) -> tuple[dict[str, dict[str, float]], list[str], str]:
     """SQuAD scores (the official v2.0 script: EM, F1, HasAns/NoAns, best thresholds) of a QA model on the recipe's
-    held-out ``data.kwargs.test`` file and on the committed slice, with the task's window settings."""
+    held-out ``data.kwargs.test`` file and on the committed slice, with the task's window settings. Where the
+    recipe's validation and test files are v2.0, also the test scores at the no-answer threshold chosen on the
+    validation file (``TEST:test@dev-thresh``; the default threshold 1.0 never abstains, and the test file's own
+    best threshold is an oracle)."""
     from ._builder import get_tokenizer
-    from .evals.qa import answer_and_score
+    from .evals.qa import answer_and_score, dev_threshold
+    from .evals.squad import evaluate, load_dataset
     from .train.tasks import resolve_data_file
 
     kw = recipe["data"]["kwargs"]
@@ -160,8 +164,17 @@ def _qa_evaluator(model_name: str, model: nn.Module, model_dir: Path, recipe: Ma
         for key, path in (("test", resolve_data_file(str(kw["test"]))), ("test-slice", REPO_ROOT / QA_SLICE)):
             scores = answer_and_score(model, path, tok, Path(tmp) / key, progress=progress, **win)
             metrics[f"{Path(path).parent.name if key == 'test' else 'qa-facts'}:{key}"] = scores
-    flags = f"--max-len {win['max_len']} --doc-stride {win['doc_stride']}"
-    cmds = [f"dslm-zoo eval squad {model_name} {kw['test']} {flags}", f"dslm-zoo eval squad {model_name} {QA_SLICE} {flags}"]
+        flags = f"--max-len {win['max_len']} --doc-stride {win['doc_stride']}"
+        cmds = [f"dslm-zoo eval squad {model_name} {kw['test']} {flags}", f"dslm-zoo eval squad {model_name} {QA_SLICE} {flags}"]
+        test = resolve_data_file(str(kw["test"]))
+        dev = resolve_data_file(str(kw["validation"])) if "validation" in kw else None
+        if dev is not None and load_dataset(dev)[0] in ("2.0", "v2.0") and load_dataset(test)[0] in ("2.0", "v2.0"):
+            thresh, _ = dev_threshold(model, dev, tok, Path(tmp) / "dev", progress=progress, **win)
+            d = Path(tmp) / "test"  # the test answers above, scored again at the dev threshold
+            s = evaluate(test, d / "predictions.json", na_prob=d / "na_prob.json", na_prob_thresh=thresh)
+            keep = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
+            metrics[f"{Path(test).parent.name}:test@dev-thresh"] = {**{k: s[k] for k in keep}, "na_prob_thresh": thresh}
+            cmds.append(f"dslm-zoo eval squad {model_name} {kw['test']} {flags} --thresh-from {kw['validation']}")
     return metrics, cmds, ""
 
 

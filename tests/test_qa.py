@@ -100,3 +100,30 @@ def test_qa_task_trains_and_eval_squad_scores_it(tmp_path, tokenizer):
     assert 0 <= sliced["exact"] <= sliced["f1"] <= 100 and (rel / "tokenizer.json").is_file()
     card = (rel / "README.md").read_text()
     assert f"dslm-zoo eval squad dslm_bert_tiny.toy_qa {QA_SLICE} --max-len 48 --doc-stride 16" in card
+
+
+def test_eval_squad_threshold_from_a_dev_file(tmp_path, capsys):
+    """--thresh-from DEV: the best-F1 no-answer threshold of DEV scores DATA; with DATA as its own dev file the F1
+    is the official best_f1 (same semantics: no answer where na_prob > threshold); a v1.1 dev file is refused."""
+    import dslm_zoo
+    from dslm_zoo.cli import main
+    from dslm_zoo.release import QA_SLICE, REPO_ROOT
+
+    name = "dslm_bert_96L_64D.en20m_qafacts"
+    if name not in dslm_zoo.list_pretrained():
+        pytest.skip(f"{name} is not released")
+    full = json.loads((REPO_ROOT / QA_SLICE).read_text())
+    paras = [p for art in full["data"] for p in art["paragraphs"]][:12]  # 36 questions keep the test short
+    (tmp_path / "slice.json").write_text(json.dumps({"version": full["version"], "data": [{"title": "s", "paragraphs": paras}]}))
+    data = str(tmp_path / "slice.json")
+    assert main(["eval", "squad", name, data, "--out", str(tmp_path / "a")]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["eval", "squad", name, data, "--thresh-from", data, "--out", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    chosen = json.loads(captured.out)
+    assert f"the best-F1 threshold on {data}" in captured.err
+    assert chosen["f1"] == pytest.approx(plain["best_f1"]) and chosen["exact"] >= 0
+    assert chosen["NoAns_exact"] > plain["NoAns_exact"] == 0  # the default threshold 1.0 never abstains
+    (tmp_path / "v1.json").write_text(json.dumps(toy_squad(3, 0)))
+    assert main(["eval", "squad", name, data, "--thresh-from", str(tmp_path / "v1.json"), "--out", str(tmp_path / "c")]) != 0
+    assert "needs a SQuAD v2.0 file" in capsys.readouterr().err

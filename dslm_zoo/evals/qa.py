@@ -21,7 +21,7 @@ from torch import nn
 
 from .squad import SquadQuestion
 
-__all__ = ["QAFeature", "make_features", "decode_spans", "predict_answers", "answer_and_score"]
+__all__ = ["QAFeature", "make_features", "decode_spans", "predict_answers", "answer_and_score", "dev_threshold"]
 
 
 @dataclass(frozen=True)
@@ -171,3 +171,19 @@ def answer_and_score(model: nn.Module, data: str | os.PathLike, tokenizer: Any, 
                       na_prob_thresh=na_prob_thresh, version=version)
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores
+
+
+def dev_threshold(model: nn.Module, dev: str | os.PathLike, tokenizer: Any, out_dir: str | os.PathLike,
+                  **kwargs: Any) -> tuple[float, dict[str, float]]:
+    """The no-answer threshold chosen on a development file: answer ``dev`` (a SQuAD v2.0 file) and return the
+    official script's ``best_f1_thresh`` there, with the dev scores. Scoring a test file with this threshold
+    (``answer_and_score(..., na_prob_thresh=t)``) is the honest v2.0 number: the test file's own best threshold is
+    an oracle. ``kwargs`` go to :func:`answer_and_score` (windows, batch, progress)."""
+    from .squad import load_dataset
+
+    version, _ = load_dataset(dev)
+    if version not in ("2.0", "v2.0"):
+        raise ValueError(f"{dev}: a no-answer threshold needs a SQuAD v2.0 file with unanswerable questions, "
+                         f"got version {version!r}")
+    scores = answer_and_score(model, dev, tokenizer, out_dir, **kwargs)
+    return float(scores["best_f1_thresh"]), scores
