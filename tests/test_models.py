@@ -243,3 +243,31 @@ def test_gpt_generate_greedy_top_k_and_bad_arguments():
         m.generate(x[0], 3)
     with pytest.raises(ValueError, match="top_k"):
         m.generate(x, 3, top_k=0)
+
+
+def test_post_ln_residual_folds_lambda_into_the_norm_exactly(monkeypatch):
+    """Post-LN DSLM computes LN_{eps/lam^2}(x + (beta/lam) F) (one add) for LN_eps(lam x + beta F): the same
+    outputs, gradients and measured residual sums as the literal formula, to the rounding of the fp32 norm."""
+    from dslm_zoo.diagnostics import measure
+    from dslm_zoo.layers.residual import Residual
+
+    torch.manual_seed(0)
+    model = dslm_zoo.create_model("dslm_bert_tiny", depth=3, norm_first=False, init="dslm", vocab_size=200).double().eval()
+    ids = torch.randint(5, 200, (2, 16))
+    res = [r for s in model.stacks() for r in s.residuals()]
+    assert all(r._folds() and r.norm_input_scale == r.lam < 1 for r in res)
+
+    def run():
+        out = model(ids)
+        out.sum().backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return out.detach(), grads, measure(model, ids, train=False).sum_var
+
+    folded = run()
+    monkeypatch.setattr(Residual, "_folds", lambda self: False)
+    literal = run()
+    torch.testing.assert_close(folded[0], literal[0], rtol=1e-5, atol=1e-5)  # LayerNorm runs in fp32
+    for k in folded[1]:
+        torch.testing.assert_close(folded[1][k], literal[1][k], rtol=1e-4, atol=1e-5, msg=k)
+    assert folded[2] == pytest.approx(literal[2], rel=1e-5, nan_ok=True)

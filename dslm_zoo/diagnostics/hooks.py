@@ -167,10 +167,12 @@ class SignalMonitor:
 
                 self._handles.append(pt.module.register_forward_hook(fwd_hook))
             if pt.post_norm is not None:
-                def sum_hook(mod: nn.Module, args: tuple, idx: int = idx) -> None:
+                def sum_hook(mod: nn.Module, args: tuple, idx: int = idx, owner: nn.Module = pt.module) -> None:
                     x = _first_tensor(args)
                     if self.enabled and x is not None:
-                        self._sum[idx] = x.detach().float().var()
+                        # a DSLM Post-LN residual feeds its norm (lambda x + beta F) / lambda (Residual.forward)
+                        scale = float(getattr(owner, "norm_input_scale", 1.0))
+                        self._sum[idx] = x.detach().float().var() * scale**2
 
                 self._handles.append(pt.post_norm.register_forward_pre_hook(sum_hook))
         return self

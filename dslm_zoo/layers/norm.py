@@ -16,16 +16,18 @@ NORMS = ("layernorm", "dyt")
 
 
 class LayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` whose statistics are taken in fp32 whatever the input or autocast dtype."""
+    """``nn.LayerNorm`` whose statistics are taken in fp32 whatever the input or autocast dtype. ``eps`` overrides
+    the module's for one call (a Post-LN residual folds its skip scale into it, see ``Residual``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+        eps = self.eps if eps is None else eps
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
         # no autocast under fx (the device is a proxy there) nor on the meta device (autocast has no meta backend)
         if torch.fx._symbolic_trace.is_fx_symbolic_tracing() or x.device.type == "meta":
-            return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+            return F.layer_norm(x.float(), self.normalized_shape, w, b, eps).to(x.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+            return F.layer_norm(x.float(), self.normalized_shape, w, b, eps).to(x.dtype)
 
 
 class DyT(nn.Module):

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .norm import LayerNorm
+
 __all__ = ["Residual"]
 
 
@@ -45,12 +47,26 @@ class Residual(nn.Module):
         skip = x if self.lam == 1.0 else x * self.lam
         return torch.add(skip, y, alpha=self.beta)
 
+    @property
+    def norm_input_scale(self) -> float:
+        """What the norm's input must be multiplied by to give the residual sum lambda x + beta F (Post-LN folds
+        lambda into the norm, see ``forward``; 1 otherwise). The signal monitor reads the sum through it."""
+        return self.lam if self._folds() else 1.0
+
+    def _folds(self) -> bool:
+        return not self.norm_first and self.lam != 1.0 and isinstance(self.norm, LayerNorm)
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.norm_first:
             h = self.norm(x)
             y = self.branch(h if self.in_scale == 1.0 else h * self.in_scale, *args, **kwargs)
             return self._combine(x, self.drop(y if self.out_norm is None else self.out_norm(y)))
-        return self.norm(self._combine(x, self.drop(self.branch(x, *args, **kwargs))))
+        y = self.drop(self.branch(x, *args, **kwargs))
+        if self._folds():
+            # LayerNorm is scale-invariant: LN_eps(lam x + beta y) = LN_{eps/lam^2}(x + (beta/lam) y) exactly, so the
+            # residual is one add and DSLM costs one multiply in the backward instead of three element-wise passes
+            return self.norm(torch.add(x, y, alpha=self.beta / self.lam), eps=self.norm.eps / self.lam**2)
+        return self.norm(self._combine(x, y))
 
     def extra_repr(self) -> str:
         extra = "" if self.in_scale == 1.0 else f", in_scale={self.in_scale:.6g}"
