@@ -114,6 +114,8 @@ def plot(rows: list[dict[str, Any]], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dslm_zoo.train.plot import save_figure
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     shapes = sorted({r["shape"] for r in rows}, key=lambda s: -int(s.split("x")[0]))
     for k, s in enumerate(shapes):
@@ -128,10 +130,7 @@ def plot(rows: list[dict[str, Any]], png: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("equal block parameters: deep-thin vs shallow-wide (band: seed range)", fontsize=9)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,6 +121,8 @@ def _plot(rows: list[dict], png: Path, grad_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dslm_zoo.train.plot import save_figure
+
     groups = sorted({(r["depth"], r["placement"], r["precision"]) for r in rows})
     for path, key in ((png, "curve"), (grad_png, "grad_profile")):
         fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
@@ -136,10 +138,7 @@ def _plot(rows: list[dict], png: Path, grad_png: Path) -> None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         axes[0][0].set_ylabel("training loss (clipped at 20)" if key == "curve" else "gradient variance")
-        fig.tight_layout()
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

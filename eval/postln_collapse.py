@@ -146,6 +146,8 @@ def _plot(results: dict[str, list[dict[str, Any]]], png: Path, depth: int) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dslm_zoo.train.plot import save_figure
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for k, (pl, rows) in enumerate(results.items()):
         st = [r["step"] for r in rows]
@@ -167,10 +169,7 @@ def _plot(results: dict[str, list[dict[str, Any]]], png: Path, depth: int) -> No
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"DSLM BERT, {depth} layers, d = 64, text-en: what training does to the signal", fontsize=10)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "save_figure"]
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it to ``path`` (parents created) and close it; the study scripts under eval/ share it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def _ema(xs: list[float], span: int) -> list[float]:
