@@ -140,12 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--evals", type=int, default=10, help="validation milestones per run")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a further recipe override for every run, e.g. train.precision=bf16")
-    p.add_argument("--recipe", default=str(ROOT / "recipes" / "deep_vs_shallow_mlm.yaml"))
-    p.add_argument("--runs", default=str(ROOT / "out" / "deep_vs_shallow"))
-    p.add_argument("--md", default=str(ROOT / "eval" / "results" / "deep_vs_shallow.md"))
-    p.add_argument("--png", default=str(ROOT / "docs" / "deep_vs_shallow.png"))
+    from dslm_zoo.train.sweep import add_study_arguments
+
+    add_study_arguments(p, recipe=ROOT / "recipes" / "deep_vs_shallow_mlm.yaml", runs=ROOT / "out" / "deep_vs_shallow",
+                        md=ROOT / "eval" / "results" / "deep_vs_shallow.md", png=ROOT / "docs" / "deep_vs_shallow.png")
     args = p.parse_args(argv)
     if args.steps < 1 or args.evals < 1 or args.workers < 1:
         p.error("--steps, --evals and --workers must be at least 1")

@@ -149,12 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a further recipe override for every run, e.g. optim.lr=3e-4 (use its own --runs directory)")
-    p.add_argument("--recipe", default=str(ROOT / "recipes" / "depth_stability_mlm.yaml"))
-    p.add_argument("--runs", default=str(ROOT / "out" / "depth_stability"))
-    p.add_argument("--md", default=str(ROOT / "eval" / "results" / "depth_stability.md"))
-    p.add_argument("--png", default=str(ROOT / "docs" / "depth_stability_loss.png"))
+    from dslm_zoo.train.sweep import add_study_arguments
+
+    add_study_arguments(p, recipe=ROOT / "recipes" / "depth_stability_mlm.yaml", runs=ROOT / "out" / "depth_stability",
+                        md=ROOT / "eval" / "results" / "depth_stability.md", png=ROOT / "docs" / "depth_stability_loss.png")
     p.add_argument("--grad-png", default=str(ROOT / "docs" / "depth_stability_grad.png"))
     args = p.parse_args(argv)
     runs = Path(args.runs)

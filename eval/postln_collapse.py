@@ -97,16 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--every", type=int, default=20, help="checkpoint (and analysis) every N steps")
     p.add_argument("--placements", nargs="+", default=["post", "pre"], choices=["pre", "post"])
-    p.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a further recipe override for every run (use its own --runs directory)")
-    p.add_argument("--recipe", default=str(ROOT / "recipes" / "depth_stability_mlm.yaml"))
-    p.add_argument("--runs", default=str(ROOT / "out" / "postln_collapse"))
-    p.add_argument("--md", default=str(ROOT / "eval" / "results" / "postln_collapse.md"))
-    p.add_argument("--png", default=str(ROOT / "docs" / "postln_collapse.png"))
+    from dslm_zoo.train.sweep import add_study_arguments, run_recipe
+
+    add_study_arguments(p, recipe=ROOT / "recipes" / "depth_stability_mlm.yaml", runs=ROOT / "out" / "postln_collapse",
+                        md=ROOT / "eval" / "results" / "postln_collapse.md", png=ROOT / "docs" / "postln_collapse.png")
     args = p.parse_args(argv)
     if args.every < 1 or args.steps < args.every:
         p.error("--every must be at least 1 and at most --steps")
-    from dslm_zoo.train.sweep import run_recipe
 
     results: dict[str, list[dict[str, Any]]] = {}
     losses: dict[str, float | None] = {}

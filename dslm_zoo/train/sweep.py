@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .rundir import read_metrics
 
-__all__ = ["RunSummary", "run_recipe", "summarize_run"]
+__all__ = ["RunSummary", "add_study_arguments", "run_recipe", "summarize_run"]
 
 STATUS = "sweep_status.json"
 
@@ -82,3 +82,14 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: Sequence[str] = (
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
     status.write_text(json.dumps({"returncode": r.returncode, "command": cmd}) + "\n")
     return summarize_run(out, r.returncode)
+
+
+def add_study_arguments(parser: Any, *, recipe: Path, runs: Path, md: Path, png: Path) -> None:
+    """The arguments every study script under eval/ shares: ``--set`` (repeatable recipe override for every run),
+    ``--recipe``, ``--runs`` (the sweep's directory), ``--md`` (the table) and ``--png`` (the plot)."""
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a further recipe override for every run, e.g. optim.lr=3e-4 (use its own --runs directory)")
+    parser.add_argument("--recipe", default=str(recipe))
+    parser.add_argument("--runs", default=str(runs))
+    parser.add_argument("--md", default=str(md))
+    parser.add_argument("--png", default=str(png))
