@@ -223,7 +223,7 @@ class _ToyLM:
         self.pos = 0.6 * torch.randn(40, V, generator=g)
         self.proj = torch.randn(model.cfg.embed_dim, V, generator=g)
 
-    def __call__(self, prefix, memory, memory_mask):
+    def __call__(self, prefix, memory, memory_mask, cache=None):  # a stand-in for the decoder: no cache to use
         logits = self.table[prefix[:, -1]] + self.pos[prefix.shape[1]] + 0.5 * memory[:, 0] @ self.proj
         logits[:, self.eos] += 0.6 * prefix.shape[1]
         logits[:, self.pad] = float("-inf")
@@ -469,3 +469,31 @@ def test_save_and_reload_gives_identical_outputs(tmp_path):
     assert m2.embed.pos.variance == m.embed.pos.variance
     assert torch.equal(m(feats, lengths, tgt), m2(feats, lengths, tgt))
     assert m2.greedy_decode(feats, lengths, max_len=5) == m.greedy_decode(feats, lengths, max_len=5)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_cached_decoding_gives_the_tokens_of_whole_prefix_decoding(norm_first):
+    """Greedy and beam search with the key/value cache (newest token only, memory projected once, rows following
+    the beams and dropping finished utterances) give the same tokens and scores as re-running whole prefixes."""
+    torch.manual_seed(0)
+    m = dslm_zoo.create_model("dslm_st_tiny", norm_first=norm_first).eval()
+    feats, lens = torch.randn(3, 200, m.cfg.n_mels), torch.tensor([200, 150, 90])
+    with torch.no_grad():
+        assert m.greedy_decode(feats, lens, max_len=12, use_cache=True) == m.greedy_decode(feats, lens, max_len=12, use_cache=False)
+        a = m.beam_search_nbest(feats, lens, beam_size=3, max_len=12, use_cache=True)
+        b = m.beam_search_nbest(feats, lens, beam_size=3, max_len=12, use_cache=False)
+    assert [[h.tokens for h in x] for x in a] == [[h.tokens for h in x] for x in b]
+    assert [h.score for x in a for h in x] == pytest.approx([h.score for x in b for h in x], abs=1e-4)
+
+
+def test_decode_cache_refuses_what_it_cannot_follow():
+    from dslm_zoo.layers import DecodeCache
+
+    m = dslm_zoo.create_model("dslm_st_tiny").eval()
+    x, mem = torch.randint(4, 50, (2, 3)), torch.randn(2, 7, m.cfg.embed_dim)
+    with pytest.raises(ValueError, match="padding mask"):
+        m.decoder(m.tgt_embed(x), torch.ones(2, 3, dtype=torch.bool), mem, cache=DecodeCache())
+    rel = dslm_zoo.create_model("dslm_st_tiny", pos_embed="relative").eval()  # falls back to whole prefixes
+    with torch.no_grad():
+        feats = torch.randn(1, 120, rel.cfg.n_mels)
+        assert rel.greedy_decode(feats, max_len=5) == rel.greedy_decode(feats, max_len=5, use_cache=False)

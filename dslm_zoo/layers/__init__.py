@@ -1,5 +1,5 @@
 """Building blocks shared by every dslm_zoo family."""
-from .attention import Attention, CrossAttention
+from .attention import Attention, CrossAttention, DecodeCache
 from .embed import ConvSubsampler, PatchEmbed, SpeechEmbedding, TokenEmbedding, ViTEmbedding
 from .heads import LMHead, MLMHead, QAHead, SequenceClassificationHead
 from .mlp import Mlp
@@ -9,7 +9,7 @@ from .residual import Residual
 from .transformer import Block, Transformer, padding_bias
 
 __all__ = [
-    "Attention", "CrossAttention", "ConvSubsampler", "PatchEmbed", "TokenEmbedding", "ViTEmbedding", "SpeechEmbedding", "LMHead",
+    "Attention", "CrossAttention", "DecodeCache", "ConvSubsampler", "PatchEmbed", "TokenEmbedding", "ViTEmbedding", "SpeechEmbedding", "LMHead",
     "MLMHead", "QAHead", "SequenceClassificationHead", "Mlp", "LayerNorm", "POS_EMBEDS", "AlibiBias",
     "RelativePositionBias", "SinusoidalPosition", "Residual", "Block", "Transformer", "padding_bias",
 ]

@@ -10,7 +10,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "CrossAttention"]
+__all__ = ["Attention", "CrossAttention", "DecodeCache"]
+
+
+class DecodeCache:
+    """Keys and values of earlier decoding steps, per attention module, for incremental decoding.
+
+    Self-attention appends the new tokens' keys and values and attends over all of them; cross-attention projects
+    its memory once and reuses it. Rows are sequences (beams); ``select(index)`` keeps and reorders them when
+    beams are re-ranked or finished sequences leave the batch. Only for inference (no autograd through it)."""
+
+    def __init__(self) -> None:
+        self._kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self._kv.get(id(module))
+
+    def put(self, module: nn.Module, k: torch.Tensor, v: torch.Tensor) -> None:
+        self._kv[id(module)] = (k, v)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (in that order) of every cached tensor."""
+        self._kv = {m: (k.index_select(0, index), v.index_select(0, index)) for m, (k, v) in self._kv.items()}
+
+    def __len__(self) -> int:
+        return len(self._kv)
 
 
 def _check_heads(dim: int, num_heads: int) -> int:
@@ -59,11 +83,13 @@ class Attention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_bias: torch.Tensor | None, causal: bool
     ) -> torch.Tensor:
         B, _, N, _ = q.shape
-        if causal and attn_bias is not None:
-            # SDPA takes either a mask or is_causal: fold the causal mask into the bias.
-            Lq, Lk = q.shape[-2], k.shape[-2]
+        Lq, Lk = q.shape[-2], k.shape[-2]
+        if causal and (attn_bias is not None or Lq != Lk):
+            # SDPA takes either a mask or is_causal (aligned top-left): fold the causal mask, aligned to the last
+            # key (queries are the newest tokens when a cache holds earlier ones), into the bias.
             keep = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)
-            attn_bias = attn_bias.masked_fill(~keep, float("-inf"))
+            zero = torch.zeros((), dtype=torch.float32, device=q.device)
+            attn_bias = (zero if attn_bias is None else attn_bias).masked_fill(~keep, float("-inf"))
             causal = False
         if attn_bias is not None and attn_bias.dtype != torch.bool:
             attn_bias = attn_bias.to(q.dtype)
@@ -72,9 +98,15 @@ class Attention(nn.Module):
         )
         return self.proj(out.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))  # explicit: B may be 0
 
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, cache: DecodeCache | None = None) -> torch.Tensor:
+        """``cache``: ``x`` holds only the new tokens; their keys and values are appended to the cached ones."""
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if cache is not None:
+            past = cache.get(self)
+            if past is not None:
+                k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+            cache.put(self, k, v)
         return self._attend(q, k, v, attn_bias, self.causal)
 
 
@@ -101,8 +133,16 @@ class CrossAttention(Attention):
         return self.kv.weight[self.proj.in_features :]
 
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, memory: torch.Tensor, memory_bias: torch.Tensor | None = None
+        self, x: torch.Tensor, memory: torch.Tensor, memory_bias: torch.Tensor | None = None,
+        cache: DecodeCache | None = None,
     ) -> torch.Tensor:
-        B, M, _ = memory.shape
-        k, v = self.kv(memory).view(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        """``cache``: the memory's keys and values are projected at the first call and reused after it."""
+        past = None if cache is None else cache.get(self)
+        if past is not None:
+            k, v = past
+        else:
+            B, M, _ = memory.shape
+            k, v = self.kv(memory).view(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            if cache is not None:
+                cache.put(self, k, v)
         return self._attend(self._split(self.q(x)), k, v, memory_bias, False)

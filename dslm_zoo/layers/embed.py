@@ -69,18 +69,19 @@ class TokenEmbedding(nn.Module):
     def num_tables(self) -> int:
         return 1 + (self.pos is not None) + (self.segment is not None)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+        """``start``: the position of the first token (incremental decoding feeds one new token at a time)."""
         check_ids(input_ids, self.word.num_embeddings, "input_ids")
         if token_type_ids is not None:
             if self.segment is None:
                 raise ValueError("token_type_ids given, but this model has no segment embedding")
             check_ids(token_type_ids, self.segment.num_embeddings, "token_type_ids", shape=tuple(input_ids.shape))
         N = input_ids.shape[1]
-        if N > self.max_len and self.pos is not None:
-            raise ValueError(f"sequence length {N} exceeds the model's maximum of {self.max_len}")
+        if start + N > self.max_len and self.pos is not None:
+            raise ValueError(f"sequence length {start + N} exceeds the model's maximum of {self.max_len}")
         x = self.word(input_ids)
         if self.pos is not None:
-            x = x + self.pos(torch.arange(N, device=input_ids.device))
+            x = x + self.pos(torch.arange(start, start + N, device=input_ids.device))
         if self.segment is not None:
             tt = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             x = x + self.segment(tt)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import Attention, CrossAttention
+from .attention import Attention, CrossAttention, DecodeCache
 from .mlp import Mlp
 from .norm import make_norm  # raises, naming the choices, for an unknown norm
 from .position import AlibiBias, RelativePositionBias
@@ -57,10 +57,11 @@ class Block(nn.Module):
         attn_bias: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_bias: torch.Tensor | None = None,
+        cache: DecodeCache | None = None,
     ) -> torch.Tensor:
-        x = self.attn(x, attn_bias)
+        x = self.attn(x, attn_bias) if cache is None else self.attn(x, attn_bias, cache=cache)
         if self.cross_attn is not None:
-            x = self.cross_attn(x, memory, memory_bias)
+            x = self.cross_attn(x, memory, memory_bias) if cache is None else self.cross_attn(x, memory, memory_bias, cache=cache)
         return self.mlp(x)
 
     def residuals(self) -> list[Residual]:
@@ -160,8 +161,23 @@ class Transformer(nn.Module):
         mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
+        cache: DecodeCache | None = None,
     ) -> torch.Tensor:
-        """x (B, N, D); ``mask`` (B, N) True = real token; ``memory`` (B, M, D) for cross-attention."""
+        """x (B, N, D); ``mask`` (B, N) True = real token; ``memory`` (B, M, D) for cross-attention. ``cache``
+        (incremental decoding, inference only): ``x`` holds the new tokens, the earlier ones' keys and values are
+        in the cache; no padding mask and no logit position bias."""
+        if cache is not None:
+            if mask is not None or self.pos_bias is not None:
+                raise ValueError("incremental decoding (cache=) supports neither a padding mask nor ALiBi/relative "
+                                 "position biases; run the whole prefix without a cache")
+            if self.has_cross_attn and memory is None:
+                raise ValueError("this stack has cross-attention: pass memory=")
+            if memory is not None:
+                _check_mask(memory_mask, memory, "memory_mask")
+            memory_bias = padding_bias(memory_mask)
+            for blk in self.blocks:
+                x = blk(x, None, memory, memory_bias, cache=cache)
+            return self.norm(x)
         x, _ = self.forward_intermediates(x, mask, memory, memory_mask, return_intermediates=False)
         return x
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from .._builder import build_model_with_cfg
 from .._registry import PretrainedCfg, register_model
 from ..init import StackPlan
-from ..layers import LMHead, SpeechEmbedding, TokenEmbedding, Transformer
+from ..layers import DecodeCache, LMHead, SpeechEmbedding, TokenEmbedding, Transformer
 from ..layers.embed import length_mask
 from ._common import StackModel, TransformerConfig
 
@@ -379,9 +379,14 @@ class SpeechTranslationModel(StackModel):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         tgt_mask: torch.Tensor | None = None,
+        cache: DecodeCache | None = None,
+        start: int = 0,
     ) -> torch.Tensor:
-        """Decoder: target ids (B, N) (BOS first) over an encoder memory -> final hidden states (B, N, D)."""
-        return self.decoder(self.tgt_embed(tgt_in), tgt_mask, memory, memory_mask)
+        """Decoder: target ids (B, N) (BOS first) over an encoder memory -> final hidden states (B, N, D).
+
+        Incremental decoding: ``cache`` holds the keys and values of the first ``start`` tokens, ``tgt_in`` the
+        tokens from position ``start`` on (see ``greedy_decode``)."""
+        return self.decoder(self.tgt_embed(tgt_in, start=start), tgt_mask, memory, memory_mask, cache=cache)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
@@ -458,9 +463,16 @@ class SpeechTranslationModel(StackModel):
             raise ValueError(f"max_len must lie in [1, {limit}] (max_target_positions), got {max_len}")
         return max_len
 
-    def _next_log_probs(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
-        """(R, t) prefixes -> (R, V) fp32 log-probabilities of the next token; PAD (and BOS unless it is EOS) banned."""
-        h = self.decode(prefix, memory, memory_mask)[:, -1]
+    def _next_log_probs(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None,
+                        cache: DecodeCache | None = None) -> torch.Tensor:
+        """(R, t) prefixes -> (R, V) fp32 log-probabilities of the next token; PAD (and BOS unless it is EOS) banned.
+        With a ``cache`` holding the first t - 1 tokens of every row, only the last token runs through the decoder."""
+        if cache is None or self.decoder.pos_bias is not None:
+            h = self.decode(prefix, memory, memory_mask)[:, -1]
+        else:
+            t = prefix.shape[1]
+            h = self.decode(prefix[:, t - 1 :] if len(cache) else prefix, memory, memory_mask, cache=cache,
+                            start=t - 1 if len(cache) else 0)[:, -1]
         logits = self.forward_head(h).float()
         logits[:, self.cfg.pad_id] = float("-inf")
         if self.cfg.bos_id != self.cfg.eos_id:
@@ -469,12 +481,15 @@ class SpeechTranslationModel(StackModel):
 
     @torch.no_grad()
     def greedy_decode(
-        self, feats: torch.Tensor, feat_lengths: torch.Tensor | None = None, max_len: int | None = None
+        self, feats: torch.Tensor, feat_lengths: torch.Tensor | None = None, max_len: int | None = None,
+        use_cache: bool = True,
     ) -> list[list[int]]:
         """Greedy search: per utterance the argmax ids until EOS (included) or ``max_len`` generated tokens.
 
         ``max_len`` defaults to ``max_target_positions`` (200 without a position table). Batched: the encoder runs
-        once, the decoder re-runs on the prefixes of the unfinished utterances at each step. Call ``model.eval()``
+        once; each step runs the decoder on the newest token of the unfinished utterances, with the keys and values
+        of the earlier ones and the memory's projections cached (:class:`~dslm_zoo.layers.DecodeCache`;
+        ``use_cache=False`` re-runs whole prefixes, the same tokens up to float rounding). Call ``model.eval()``
         first (decoding respects the current train/eval mode).
         """
         max_len = self._check_max_len(max_len)
@@ -483,14 +498,17 @@ class SpeechTranslationModel(StackModel):
         tokens = torch.full((B, 1), self.cfg.bos_id, dtype=torch.long, device=memory.device)
         out: list[list[int]] = [[] for _ in range(B)]
         active = torch.arange(B, device=memory.device)
+        cache = DecodeCache() if use_cache else None
         for _ in range(max_len):
             mm = None if memory_mask is None else memory_mask[active]
-            nxt = self._next_log_probs(tokens, memory[active], mm).argmax(-1)
+            nxt = self._next_log_probs(tokens, memory[active], mm, cache).argmax(-1)
             for b, tok in zip(active.tolist(), nxt.tolist()):
                 out[b].append(tok)
             keep = nxt != self.cfg.eos_id
             tokens = torch.cat([tokens, nxt[:, None]], 1)[keep]
             active = active[keep]
+            if cache is not None:
+                cache.select(keep.nonzero().flatten())
             if active.numel() == 0:
                 break
         return out
@@ -503,6 +521,7 @@ class SpeechTranslationModel(StackModel):
         beam_size: int = 5,
         max_len: int | None = None,
         length_penalty: float = 1.0,
+        use_cache: bool = True,
     ) -> list[list[Hypothesis]]:
         """Beam search; per utterance the ``beam_size`` best hypotheses, best first.
 
@@ -511,7 +530,8 @@ class SpeechTranslationModel(StackModel):
         is done once it has K finished hypotheses, and at ``max_len`` generated tokens the live beams are finalised
         as they are (no EOS). Score = sum of log-probs / len^length_penalty, len = generated tokens including EOS
         (fairseq's ``lenpen``, plain len^alpha; not GNMT's ((5 + len)/6)^alpha); ``length_penalty=0`` ranks by the
-        raw log-probability. All live beams of all unfinished utterances run as one decoder batch.
+        raw log-probability. All live beams of all unfinished utterances run as one decoder batch, on their newest
+        token with a key/value cache that follows the beams (``use_cache=False``: whole prefixes, as a check).
         """
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -529,6 +549,7 @@ class SpeechTranslationModel(StackModel):
         finished: list[list[Hypothesis]] = [[] for _ in range(B)]
         active = torch.arange(B, device=dev)  # utterances still searching
         offs = torch.arange(K, device=dev)
+        cache = DecodeCache() if use_cache else None
 
         def norm(logp: float, length: int) -> float:
             return logp / (length**length_penalty) if length_penalty else logp
@@ -536,7 +557,7 @@ class SpeechTranslationModel(StackModel):
         for step in range(max_len):
             rows = (active[:, None] * K + offs).flatten()
             nA = active.numel()
-            lp = self._next_log_probs(tokens[rows], memory[rows], None if memory_mask is None else memory_mask[rows])
+            lp = self._next_log_probs(tokens[rows], memory[rows], None if memory_mask is None else memory_mask[rows], cache)
             cand = (scores[active][..., None] + lp.view(nA, K, V)).view(nA, K * V)
             top_s, top_i = cand.topk(2 * K, dim=1)  # (nA, 2K), sorted
             beam, tok = top_i // V, top_i % V
@@ -570,7 +591,11 @@ class SpeechTranslationModel(StackModel):
             grown[rows] = torch.cat([tokens[src], new_tok.flatten()[:, None]], 1)
             tokens = grown
             scores[active] = new_score
-            active = active[torch.tensor(still, dtype=torch.bool, device=dev)]
+            keep = torch.tensor(still, dtype=torch.bool, device=dev)
+            if cache is not None:  # the cache rows follow this step's `rows`: carry each surviving beam's source
+                a_idx = torch.arange(nA, device=dev)[keep]
+                cache.select((a_idx[:, None] * K + new_beam[keep]).flatten())
+            active = active[keep]
             if active.numel() == 0:
                 break
         return [sorted(f, key=lambda h: h.score, reverse=True)[:K] for f in finished]
@@ -582,10 +607,11 @@ class SpeechTranslationModel(StackModel):
         beam_size: int = 5,
         max_len: int | None = None,
         length_penalty: float = 1.0,
+        use_cache: bool = True,
     ) -> list[list[int]]:
         """Beam search; per utterance the best hypothesis's ids (EOS included when generated). See
         ``beam_search_nbest`` for the conventions (fairseq's; length penalty len^alpha)."""
-        nbest = self.beam_search_nbest(feats, feat_lengths, beam_size, max_len, length_penalty)
+        nbest = self.beam_search_nbest(feats, feat_lengths, beam_size, max_len, length_penalty, use_cache)
         return [h[0].tokens for h in nbest]
 
 
