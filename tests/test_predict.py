@@ -237,3 +237,10 @@ def test_pair_bins_keep_the_causal_pair_sums(L):
     assert pc.prefix_mean(uniform) == pytest.approx(uniform)
     # a LayerNorm over equal variances changes no correlation
     assert pc.mean(pc.scaled(uniform, [2.0] * L)) == pytest.approx(0.6)
+
+
+def test_logit_position_biases_are_named_as_outside_the_theory():
+    with pytest.warns(UserWarning, match="does not model position biases"):
+        a = predict("dslm_bert_tiny", 32, depth=3, pos_embed="alibi")
+    b = predict("dslm_bert_tiny", 32, depth=3)
+    assert a.grad_ratio() == pytest.approx(b.grad_ratio())

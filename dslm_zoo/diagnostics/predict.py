@@ -326,6 +326,11 @@ def predict(
     elif model_kwargs:
         raise TypeError(f"config overrides {sorted(model_kwargs)} need a model name or config, not a built model")
     cfg_seen = fast[2] if fast is not None else getattr(model, "cfg", None)
+    if getattr(cfg_seen, "pos_embed", None) in ("alibi", "relative"):
+        import warnings
+
+        warnings.warn(f"pos_embed={cfg_seen.pos_embed!r}: the theory does not model position biases on the attention "
+                      "logits; the prediction is that of the same model without them", stacklevel=2)
     if getattr(cfg_seen, "norm", "layernorm") != "layernorm" or getattr(cfg_seen, "peri_norm", False):
         raise ValueError(f"the signal theory models LayerNorm stacks (Pre-/Post-LN, with or without ln_scaling); "
                          f"norm={cfg_seen.norm!r}, peri_norm={cfg_seen.peri_norm} are not modelled")
