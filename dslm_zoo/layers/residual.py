@@ -4,7 +4,9 @@ Pre-LN:  x <- lambda x + beta Dropout(Branch(LN(x)))
 Post-LN: x <- LN(lambda x + beta Dropout(Branch(x)))
 lambda and beta are fixed Python floats set by the init scheme (DSLM: lambda^2 + beta^2 = 1; DeepNorm:
 lambda = alpha, beta = 1; Xavier/Megatron: 1, 1). Floats, not buffers: a bf16 buffer would round
-sqrt(0.995) to 0.9961 and the error would compound over a thousand sub-layers.
+sqrt(0.995) to 0.9961 and the error would compound over a thousand sub-layers. Post-LN with a LayerNorm runs the
+same sum as LN_{eps / lambda^2}(x + (beta / lambda) F): LayerNorm is scale-invariant, so the skip's scale costs
+nothing (docs/depth.md, benchmarks/residual_cost.py).
 
 Two Pre-LN variants the depth study compares DSLM with (issue 13), both off by default:
 Peri-LN (Kim et al. 2025, arXiv:2502.02732): x <- lambda x + beta Dropout(LN_out(Branch(LN(x)))), a norm on the
@@ -54,7 +56,7 @@ class Residual(nn.Module):
         return self.lam if self._folds() else 1.0
 
     def _folds(self) -> bool:
-        return not self.norm_first and self.lam != 1.0 and isinstance(self.norm, LayerNorm)
+        return not self.norm_first and self.lam > 0.0 and self.lam != 1.0 and isinstance(self.norm, LayerNorm)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.norm_first:
