@@ -116,11 +116,12 @@ def test_eval_squad_threshold_from_a_dev_file(tmp_path, capsys):
     paras = [p for art in full["data"] for p in art["paragraphs"]][:12]  # 36 questions keep the test short
     (tmp_path / "slice.json").write_text(json.dumps({"version": full["version"], "data": [{"title": "s", "paragraphs": paras}]}))
     data = str(tmp_path / "slice.json")
-    assert main(["eval", "squad", name, data, "--out", str(tmp_path / "a")]) == 0
-    plain = json.loads(capsys.readouterr().out)
     assert main(["eval", "squad", name, data, "--thresh-from", data, "--out", str(tmp_path / "b")]) == 0
     captured = capsys.readouterr()
     chosen = json.loads(captured.out)
+    from dslm_zoo.evals.squad import evaluate  # the same answers at the default threshold 1.0
+
+    plain = evaluate(data, tmp_path / "b" / "predictions.json", na_prob=tmp_path / "b" / "na_prob.json")
     assert f"the best-F1 threshold on {data}" in captured.err
     assert chosen["f1"] == pytest.approx(plain["best_f1"]) and chosen["exact"] >= 0
     assert chosen["NoAns_exact"] > plain["NoAns_exact"] == 0  # the default threshold 1.0 never abstains
