@@ -59,9 +59,9 @@ class Block(nn.Module):
         memory_bias: torch.Tensor | None = None,
         cache: DecodeCache | None = None,
     ) -> torch.Tensor:
-        x = self.attn(x, attn_bias) if cache is None else self.attn(x, attn_bias, cache=cache)
+        x = self.attn(x, attn_bias, cache=cache)
         if self.cross_attn is not None:
-            x = self.cross_attn(x, memory, memory_bias) if cache is None else self.cross_attn(x, memory, memory_bias, cache=cache)
+            x = self.cross_attn(x, memory, memory_bias, cache=cache)
         return self.mlp(x)
 
     def residuals(self) -> list[Residual]:
@@ -150,10 +150,10 @@ class Transformer(nn.Module):
         bias = None if self.pos_bias is None else self.pos_bias(N, N)[None]
         return _add_bias(bias, padding_bias(mask))
 
-    def _run(self, blk: Callable[..., torch.Tensor], *args: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, blk: Callable[..., torch.Tensor], *args: torch.Tensor | None, **kwargs: object) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(blk, *args, use_reentrant=False)
-        return blk(*args)
+            return checkpoint(blk, *args, use_reentrant=False, **kwargs)
+        return blk(*args, **kwargs)
 
     def forward(
         self,
@@ -166,19 +166,7 @@ class Transformer(nn.Module):
         """x (B, N, D); ``mask`` (B, N) True = real token; ``memory`` (B, M, D) for cross-attention. ``cache``
         (incremental decoding, inference only): ``x`` holds the new tokens, the earlier ones' keys and values are
         in the cache; no padding mask and no logit position bias."""
-        if cache is not None:
-            if mask is not None or self.pos_bias is not None:
-                raise ValueError("incremental decoding (cache=) supports neither a padding mask nor ALiBi/relative "
-                                 "position biases; run the whole prefix without a cache")
-            if self.has_cross_attn and memory is None:
-                raise ValueError("this stack has cross-attention: pass memory=")
-            if memory is not None:
-                _check_mask(memory_mask, memory, "memory_mask")
-            memory_bias = padding_bias(memory_mask)
-            for blk in self.blocks:
-                x = blk(x, None, memory, memory_bias, cache=cache)
-            return self.norm(x)
-        x, _ = self.forward_intermediates(x, mask, memory, memory_mask, return_intermediates=False)
+        x, _ = self.forward_intermediates(x, mask, memory, memory_mask, return_intermediates=False, cache=cache)
         return x
 
     def forward_intermediates(
@@ -188,17 +176,21 @@ class Transformer(nn.Module):
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         return_intermediates: bool = True,
+        cache: DecodeCache | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Final output (after the final norm) and the residual stream after every block."""
+        """Final output (after the final norm) and the residual stream after every block (``cache``: see ``forward``)."""
         if self.has_cross_attn and memory is None:
             raise ValueError("this stack has cross-attention: pass memory=")
+        if cache is not None and (mask is not None or self.pos_bias is not None):
+            raise ValueError("incremental decoding (cache=) supports neither a padding mask nor ALiBi/relative "
+                             "position biases; run the whole prefix without a cache")
         attn_bias = self._attn_bias(x, mask)
         if memory is not None:
             _check_mask(memory_mask, memory, "memory_mask")
         memory_bias = padding_bias(memory_mask)
         inter: list[torch.Tensor] = []
         for blk in self.blocks:
-            x = self._run(blk, x, attn_bias, memory, memory_bias)
+            x = self._run(blk, x, attn_bias, memory, memory_bias, cache=cache)
             if return_intermediates:
                 inter.append(x)
         return self.norm(x), inter

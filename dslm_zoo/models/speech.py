@@ -470,9 +470,8 @@ class SpeechTranslationModel(StackModel):
         if cache is None or self.decoder.pos_bias is not None:
             h = self.decode(prefix, memory, memory_mask)[:, -1]
         else:
-            t = prefix.shape[1]
-            h = self.decode(prefix[:, t - 1 :] if len(cache) else prefix, memory, memory_mask, cache=cache,
-                            start=t - 1 if len(cache) else 0)[:, -1]
+            start = prefix.shape[1] - 1 if len(cache) else 0  # the first call fills the cache with the whole prefix
+            h = self.decode(prefix[:, start:], memory, memory_mask, cache=cache, start=start)[:, -1]
         logits = self.forward_head(h).float()
         logits[:, self.cfg.pad_id] = float("-inf")
         if self.cfg.bos_id != self.cfg.eos_id:

@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = [
     # existing helpers used by the recipe
@@ -551,13 +551,18 @@ def softmax_power_sums(n: int, s: float, all_sizes: bool = False):
     recursion reuse a few nodes. One implementation serves the component formulas,
     ``predict`` and the DSLM init recipe.
     """
+    return _on_grid(s, lambda k: _power_sums_node(int(n), k, all_sizes))
+
+
+def _on_grid(s: float, node: Callable[[int], Any]) -> Any:
+    """``node(k)`` (a value at the grid node s = k * _S_STEP) interpolated linearly to logit variance ``s``."""
     s = min(max(float(s), 0.0), _S_MAX)
     x = s / _S_STEP
     k = int(x)
     frac = x - k
-    out = _power_sums_node(int(n), k, all_sizes)
+    out = node(k)
     if frac > 1e-12:
-        out = (1.0 - frac) * out + frac * _power_sums_node(int(n), k + 1, all_sizes)
+        out = (1.0 - frac) * out + frac * node(k + 1)
     return out
 
 
@@ -575,14 +580,7 @@ def causal_mean_sq_mass(n: int, s: float) -> float:
     The same number as averaging :func:`softmax_power_sums` over sizes (both interpolate linearly between the
     same nodes, and the nodes lie in [0, 1], so the clip commutes with the mean), but a scalar per node: the DSLM
     init's attention schedule of a 1000-layer causal stack evaluates it once per layer."""
-    s = min(max(float(s), 0.0), _S_MAX)
-    x = s / _S_STEP
-    k = int(x)
-    frac = x - k
-    out = _causal_sq_mass_node(int(n), k)
-    if frac > 1e-12:
-        out = (1.0 - frac) * out + frac * _causal_sq_mass_node(int(n), k + 1)
-    return out
+    return _on_grid(s, lambda k: _causal_sq_mass_node(int(n), k))
 
 
 @functools.lru_cache(maxsize=4096)

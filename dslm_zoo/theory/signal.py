@@ -382,6 +382,20 @@ def attention_moments(
     return b["A"], b["C"], b["S"], b["K2"]
 
 
+def _value_factor(r: float, s: float, d: int, pa: float) -> float:
+    """What multiplies E[sum_j P_ij^2] in the attention output variance (module docstring): the value spread
+    (1 - r) with its logit-variance correction, and attention dropout's share."""
+    q = 1.0 - r
+    return (q * (1.0 + 4.0 * q * s / d) + r * pa) / (1.0 - pa)
+
+
+def _causal_pair_cov(r: float, s: float, d: int, pair: float) -> float:
+    """Mean output covariance over distinct positions of causal attention (``pair`` = 2 (L - H_L) / (L (L - 1)),
+    the causal counterpart of the bidirectional 1/L; see ``attention_gain_and_corr``)."""
+    q = 1.0 - r
+    return r + q * pair + 2.0 * q * q * s / d * pair
+
+
 def attention_variance_and_cov(
     r: float, seq_len: int | None, d: int, logit_var: float, attn_drop: float = 0.0, causal: bool = False
 ) -> tuple[float, float]:
@@ -395,9 +409,9 @@ def attention_variance_and_cov(
         return attention_moments(r, seq_len, d, logit_var, attn_drop, causal)[:2]
     L, q, s, pa = int(seq_len), 1.0 - r, logit_var, attn_drop
     c = _causal_consts(L)
-    k_s = (q * (1.0 + 4.0 * q * s / d) + r * pa) / (1.0 - pa)
+    k_s = _value_factor(r, s, d, pa)
     A = r + q * q * c["frac_mean"] * s / d + causal_mean_sq_mass(L, q * s) * k_s
-    C = r + q * c["pair"] + 2.0 * q * q * s / d * c["pair"]
+    C = _causal_pair_cov(r, s, d, c["pair"])
     return A, min(C, A)
 
 
@@ -406,7 +420,7 @@ def _attn_bidir(r: float, L: int, d: int, s: float, pa: float) -> dict[str, floa
     if L <= 1:
         return dict(A=1.0, C=1.0, S=1.0, T=0.0, K2=1.0, kappa=0.0)
     S, T, ES2 = _sq_mass(L, q * s)
-    k_s = (q * (1.0 + 4.0 * q * s / d) + r * pa) / (1.0 - pa)
+    k_s = _value_factor(r, s, d, pa)
     A = r + q * q * (L - 1.0) * s / (d * L) + S * k_s
     C = r + (q + 2.0 * q * q * s / d) / L
     # E[(column sum)^2]: mean 1, the softmax spread S - 1/L, and the covariance of one key's weights in two
@@ -423,9 +437,9 @@ def _attn_causal(r: float, L: int, d: int, s: float, pa: float) -> dict[str, Any
     c = _causal_consts(L)
     q = 1.0 - r
     S, T, ES2 = _sq_mass(L, q * s, all_n=True)  # row sums of P^2 and logit-gradient masses, row i has i keys
-    k_s = (q * (1.0 + 4.0 * q * s / d) + r * pa) / (1.0 - pa)
+    k_s = _value_factor(r, s, d, pa)
     A = r + q * q * c["frac"] * s / d + S * k_s
-    C = r + q * c["pair"] + 2.0 * q * q * s / d * c["pair"]
+    C = _causal_pair_cov(r, s, d, c["pair"])
     Srow = S * c["inv"]  # E[P_ij^2] for a key of row i
     R2 = _rev_cumsum(Srow)  # sum_{i >= j} E[P_ij^2]
     import numpy as np
