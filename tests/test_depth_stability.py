@@ -26,6 +26,7 @@ def _script():
     return mod
 
 
+@pytest.mark.slow  # training subprocesses; `make test-slow` (the default run must fit in 10 minutes)
 def test_depth_stability_runs_every_method_and_reuses_finished_runs(tmp_path, capsys):
     ds = _script()
     argv = ["--recipe", str(ROOT / "recipes" / "tiny_mlm.yaml"), "--depths", "2", "--steps", "3",
@@ -114,6 +115,7 @@ def test_postln_collapse_reads_every_checkpoint_with_theory_and_measurement(tmp_
         torch.testing.assert_close(got[k], v, msg=k)
 
 
+@pytest.mark.slow  # training subprocesses; `make test-slow` (the default run must fit in 10 minutes)
 def test_deep_vs_shallow_reports_seeds_and_milestones_and_resumes_a_cut_run(tmp_path):
     """eval/deep_vs_shallow.py on the toy language: equal block parameters (2x32 and 8x16), two seeds, milestones,
     the crossing line; a run cut after its last checkpoint continues from it instead of training again."""
