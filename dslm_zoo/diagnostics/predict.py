@@ -477,7 +477,7 @@ def _spec_stacks(cls: type, cfg: Any, scheme: str, seq_len: int | None, memory_l
             else:
                 upd.update(sq2=std_of(i, "q", d, d) ** 2, sk2=std_of(i, "k", d, d) ** 2, sv2=std_of(i, "v", d, d) ** 2,
                            so2=std_of(i, "o", d, d) ** 2)
-            subs.append(dataclasses.replace(s, **upd))
+            subs.append(s.evolve(**upd))
         stacks.append(dataclasses.replace(blk, subs=subs))
     return stacks, embeds, cfg, cls
 

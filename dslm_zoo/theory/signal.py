@@ -49,6 +49,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Sequence
 
 from .components import causal_mean_sq_mass, gelu_cross_moment, gelu_moments, relu_corr_map, softmax_power_sums
@@ -494,6 +495,13 @@ class _PairCov:
         self.q_keys = np.diagonal(self.suffix(self.q)).copy()  # the same over query pairs reading a key in bin a
         nb = len(self.n)
         self.later = np.maximum.outer(np.arange(nb), np.arange(nb))  # the later bin of each bin pair
+        # prefix_mean's pair counts depend on L alone: computed once, not at every layer (the recursion's hot path)
+        cnt = np.cumsum(np.cumsum(self.w, 0), 1)
+        self._cnt_pos = cnt > 0
+        self._inv_cnt = np.divide(1.0, cnt, out=np.zeros_like(cnt), where=self._cnt_pos)
+        self._first = int(np.flatnonzero(self._cnt_pos.ravel())[0]) if self._cnt_pos.any() else -1
+        self._bin_idx = np.repeat(np.arange(nb), self.n.astype(int))  # position -> its bin
+        self._tri = np.tril(np.ones((nb, nb)))  # 2-D prefix and suffix sums as two small matmuls (faster than cumsum)
 
     @staticmethod
     def suffix(M: Any) -> Any:
@@ -503,6 +511,10 @@ class _PairCov:
         if M.ndim == 1:
             return np.cumsum(M[::-1])[::-1]
         return np.cumsum(np.cumsum(M[::-1, ::-1], 0), 1)[::-1, ::-1]
+
+    def suffix2(self, M: Any) -> Any:
+        """``suffix`` of a bin-pair matrix: sums over bin pairs (>= a, >= b)."""
+        return self._tri.T @ M @ self._tri
 
     def sum_bins(self, vec: Any) -> Any:
         import numpy as np
@@ -523,28 +535,34 @@ class _PairCov:
         """Covariances after dividing position i by sqrt(1 / inv_i) (a LayerNorm with per-position 1 / variance)."""
         import numpy as np
 
+        return C * self.root_outer(inv)
+
+    def root_outer(self, inv: Any) -> Any:
+        """The per-bin-pair factor of :meth:`scaled`, sqrt(inv_a inv_b) (kept by the forward pass for the backward)."""
+        import numpy as np
+
         sb = np.sqrt(self.bin(inv))
-        return C * np.outer(sb, sb)
+        return sb[:, None] * sb
 
     def mean(self, C: Any) -> float:
-        return float((self.w * C).sum())
+        import numpy as np
+
+        return float(np.vdot(self.w, C))
 
     def prefix_mean(self, C: Any) -> Any:
         """Per bin pair (a, b): the mean of C over distinct position pairs (j, j') with j up to the end of bin a and
         j' up to the end of bin b: what causal queries in a and b average over their keys."""
         import numpy as np
 
-        tot = np.cumsum(np.cumsum(self.w * C, 0), 1)
-        cnt = np.cumsum(np.cumsum(self.w, 0), 1)
-        out = np.divide(tot, cnt, out=np.zeros_like(tot), where=cnt > 0)
-        first = out[cnt > 0][0] if (cnt > 0).any() else 0.0  # position 1 alone has no pair: take its first row's
-        return np.where(cnt > 0, out, first)
+        out = (self._tri @ (self.w * C) @ self._tri.T) * self._inv_cnt
+        first = out.flat[self._first] if self._first >= 0 else 0.0  # position 1 alone has no pair: its first row's
+        return np.where(self._cnt_pos, out, first)
 
     def per_position(self, M: Any) -> Any:
         """The diagonal of a bin-pair matrix, expanded to positions."""
         import numpy as np
 
-        return np.repeat(np.diagonal(M), self.n.astype(int))
+        return np.diagonal(M)[self._bin_idx]
 
 
 def _rev_cumsum(x: Any) -> Any:
@@ -602,6 +620,19 @@ class SubSpec:
     act: str = "relu"
     p1: float = 0.0  # dropout after the activation (timm Mlp.drop1)
     b_out: float = 0.0  # mean square of the branch's output bias
+
+    def evolve(self, **changes: Any) -> "SubSpec":
+        """A copy with ``changes``: ``dataclasses.replace`` without re-running ``__init__`` over every field (a
+        1000-layer prediction makes a few thousand of these; replace was a tenth of its time)."""
+        unknown = changes.keys() - _SUBSPEC_FIELDS
+        if unknown:
+            raise TypeError(f"SubSpec has no field(s) {sorted(unknown)}")
+        out = object.__new__(SubSpec)
+        out.__dict__.update(self.__dict__, **changes)
+        return out
+
+
+_SUBSPEC_FIELDS = frozenset(f.name for f in fields(SubSpec))
 
 
 @dataclass
@@ -723,28 +754,29 @@ def _branch_bwd(
     return v_var + q_var + k_var, v_cov, 0.0, 0.0
 
 
-def _act_map(act: str, t: float, R: Any, which: int) -> Any:
-    """``_act_moments(act, t, r)[which]`` (1: E[phi phi'], 3: E[dphi dphi']) at every correlation of the array R,
-    in closed form on the whole array (the same formulas as :func:`_act_moments`)."""
+def _act_maps(act: str, t: float, R: Any) -> tuple[Any, Any]:
+    """``_act_moments(act, t, r)[1]`` (E[phi phi']) and ``[3]`` (E[dphi dphi']) at every correlation of the array
+    R, in closed form on the whole array (the same formulas as :func:`_act_moments`). Both at once: the forward
+    pass needs the first and the backward the second at the same input, and they share the arcsine and root."""
     import numpy as np
 
     R = np.clip(R, -1.0, 1.0)
-    if which not in (1, 3):
-        raise ValueError(f"_act_map: which must be 1 or 3, got {which}")
-    if act == "relu":
-        if which == 1:  # t/2 f(R), f the ReLU correlation map (relu_corr_map)
-            return t / 2.0 * (R + (np.sqrt(1.0 - R * R) - R * np.arccos(R)) / math.pi)
-        return 0.25 + np.arcsin(R) / (2.0 * math.pi)
+    if act == "relu":  # t/2 f(R), f the ReLU correlation map (relu_corr_map); arccos = pi/2 - arcsin
+        asin = np.arcsin(R)
+        m1 = t / 2.0 * (R + (np.sqrt(1.0 - R * R) - R * (0.5 * math.pi - asin)) / math.pi)
+        return m1, 0.25 + asin / (2.0 * math.pi)
     if act == "gelu":
         if t <= 0.0:
-            return np.full(R.shape, 0.0 if which == 1 else 0.25)
-        a = t / (1.0 + t)
-        if which == 1:  # gelu_cross_moment
-            return (t / 4.0) * (R + (2.0 / math.pi) * R * np.arcsin(R * a) + (2.0 / math.pi) * t * (
-                t * (1.0 - R * R) + 1.0 + R * R) / ((1.0 + t) * np.sqrt((1.0 + t) ** 2 - R * R * t * t)))
-        ra = R * a
-        den = ((t + 1.0) ** 2 - R * R * t * t) ** 1.5
-        return 0.5 + (-np.arccos(ra) + ra * ((t + 1.0) * (2.0 * t + 3.0) - 2.0 * R * R * t * t) / den) / (2.0 * math.pi)
+            return np.zeros(R.shape), np.full(R.shape, 0.25)
+        R2 = R * R
+        ra = R * (t / (1.0 + t))
+        asin = np.arcsin(ra)
+        q = (1.0 + t) ** 2 - R2 * (t * t)
+        root = np.sqrt(q)
+        # gelu_cross_moment, and gelu's derivative cross moment
+        m1 = (t / 4.0) * (R + (2.0 / math.pi) * R * asin + (2.0 / math.pi) * t * (t * (1.0 - R2) + 1.0 + R2) / ((1.0 + t) * root))
+        m3 = 0.5 + (asin - 0.5 * math.pi + ra * ((t + 1.0) * (2.0 * t + 3.0) - 2.0 * R2 * (t * t)) / (q * root)) / (2.0 * math.pi)
+        return m1, m3
     raise ValueError(f"unsupported activation {act!r} (relu, gelu)")
 
 
@@ -757,7 +789,8 @@ def _branch_pair_cov(
     that C). FFN: every pair's own input correlation through the activation's correlation map. Cross-attention
     reads one memory for every position (uniform)."""
     if s.kind == "ffn":
-        return s.dff * s.s2 * _act_map(s.act, s.d * s.s1 * u, Cu / u if u > 0 else Cu, 1) + s.b_out
+        m1, f["dphi_pairs"] = _act_maps(s.act, s.d * s.s1 * u, Cu / u if u > 0 else Cu)  # the backward's at this input
+        return s.dff * s.s2 * m1 + s.b_out
     if "causal" not in f:
         return pc.uniform(f["cov"])
     q = 1.0 - ru
@@ -776,10 +809,10 @@ def _branch_pair_grad(
     import numpy as np
 
     if s.kind == "ffn":
-        return None, s.d * s.s2 * s.dff * s.s1 * _act_map(s.act, s.d * s.s1 * u, R_in, 3) * Gb
+        return None, s.d * s.s2 * s.dff * s.s1 * f["dphi_pairs"] * Gb
     if "causal" not in f:
         return None, None
-    Z = pc.suffix(Gb * pc.q)
+    Z = pc.suffix2(Gb * pc.q)
     keys = np.diagonal(Z) / np.maximum(pc.q_keys, 1e-300)
     c = f["causal"]
     L = len(c["S"])
@@ -802,6 +835,7 @@ def _branch_pair_grad(
 # Measured against the block-by-block recursion on the zoo's 1000-layer configs: benchmarks/predict_speed.py.
 STEP_TOL = 0.02
 STEP_TOL_CORR = 0.02
+STEP_CORR_FLOOR = 0.05
 STEP_MIN_RUN = 64
 STEP_TAIL = 2
 STEP_MAX = 64
@@ -809,13 +843,9 @@ STEP_MAX = 64
 
 def _block_slices(subs: Sequence[SubSpec]) -> list[tuple[int, int]]:
     """(first, end) sub-layer indices of each block, in order."""
-    out: list[tuple[int, int]] = []
-    for i, s in enumerate(subs):
-        if not out or subs[out[-1][0]].block != s.block:
-            out.append((i, i + 1))
-        else:
-            out[-1] = (out[-1][0], i + 1)
-    return out
+    blk = [s.block for s in subs]
+    starts = [i for i in range(len(blk)) if i == 0 or blk[i] != blk[i - 1]]
+    return list(zip(starts, starts[1:] + [len(blk)]))
 
 
 _STRUCTURE = ("kind", "d", "norm_first", "causal", "L", "dff", "act")
@@ -825,10 +855,8 @@ def _runs_left(subs: Sequence[SubSpec], blocks: list[tuple[int, int]]) -> tuple[
     """Per block: how many blocks of the same structure follow it (itself included) and the length of the run it
     is in. Weight variances and residual scales may vary along a run (DSLM's attention schedule, Megatron's
     1/sqrt(2l)): a step uses the specs of its middle block."""
-    def key(a: int, b: int) -> tuple[Any, ...]:
-        return tuple(tuple(getattr(x, f) for f in _STRUCTURE) for x in subs[a:b])
-
-    keys = [key(a, b) for a, b in blocks]
+    struct = attrgetter(*_STRUCTURE)
+    keys = [tuple(map(struct, subs[a:b])) for a, b in blocks]
     left = [1] * len(blocks)
     for i in range(len(blocks) - 2, -1, -1):
         if keys[i] == keys[i + 1]:
@@ -844,10 +872,8 @@ def _stepped(s: SubSpec, k: int) -> SubSpec:
     """One sub-layer standing for k identical ones: lambda^2 -> lambda^2k, beta^2 -> beta^2 sum_{m<k} lambda^2m."""
     if k == 1:
         return s
-    from dataclasses import replace
-
     geom = float(k) if s.lam2 == 1.0 else (1.0 - s.lam2 ** k) / (1.0 - s.lam2)
-    return replace(s, lam2=s.lam2 ** k, beta2=s.beta2 * geom)
+    return s.evolve(lam2=s.lam2 ** k, beta2=s.beta2 * geom)
 
 
 def _expand_rows(vals: list[float], where: list[tuple[int, int, int]], n: int, slots: list[list[tuple[int, int]]],
@@ -919,7 +945,8 @@ def _run_stack(st: StackSpec, mem: tuple[float, float, int | None] | None, step:
                 unit = _mean(v * inv)
                 u = s.ln_g * unit + s.ln_b
                 if pc is not None:
-                    Cu = s.ln_g * pc.scaled(C, inv) + s.ln_b
+                    inv_outer = pc.root_outer(inv)
+                    Cu = s.ln_g * C * inv_outer + s.ln_b
                     ru = pc.mean(Cu) / u if u > 0 else r
                 else:
                     ru = (s.ln_g * unit * r + s.ln_b) / u if u > 0 else r
@@ -948,6 +975,8 @@ def _run_stack(st: StackSpec, mem: tuple[float, float, int | None] | None, step:
             rec: dict[str, Any] = dict(u=u, inv=inv, f=f, r_in=r, kappa=kap, kappa_y=ky, b=b, y=y)
             if pc is not None:
                 rec["R_in"] = Cu / u if u > 0 else Cu  # per-pair correlation at the branch input
+                if s.norm_first:
+                    rec["inv_outer"] = inv_outer
             if s.norm_first:
                 v, r, kap = y, ry, ky
             else:
@@ -970,7 +999,7 @@ def _run_stack(st: StackSpec, mem: tuple[float, float, int | None] | None, step:
             share = max(share, orig.beta2 * _mean(f["var"]) / (1.0 - orig.p) / ym if ym > 0 else math.inf)
         # and the relative change of the token correlation per layer (attention averages tokens: the correlation
         # moves faster than the variance share says where it is small)
-        share = max(share, abs(r - r_before) / k / max(abs(r_before), 0.05) * (STEP_TOL / STEP_TOL_CORR))
+        share = max(share, abs(r - r_before) / k / max(abs(r_before), STEP_CORR_FLOOR) * (STEP_TOL / STEP_TOL_CORR))
         b_i += k
     if st.final_identity:
         out = (_mean(v), r)
@@ -1037,7 +1066,7 @@ def _backward_stack(st: StackSpec, fw: dict[str, Any], g_out: float, rho_out: fl
             g_new = s.lam2 * g + bv * s.ln_g * proj * rec["inv"] * (1.0 + rec["kappa"])
             c_new = s.lam2 * _mean(g) * rho + bc * s.ln_g * _mean(rec["inv"])
             if Gc is not None:
-                Gc = s.lam2 * Gc + s.ln_g * pc.scaled(Gx if Gx is not None else pc.uniform(bc), rec["inv"])
+                Gc = s.lam2 * Gc + s.ln_g * (Gx if Gx is not None else bc) * rec["inv_outer"]
         else:
             # Post-LN cross term 2 lambda beta <g_y, J_F g_y> (derived): g_y is orthogonal to y = lambda x + beta F,
             # and F = J_F x (value path and ReLU FFN are linear in x), so E <g_y, J_F g_y> = -|g_y|^2 lambda beta
@@ -1099,14 +1128,12 @@ def predict_specs(
                 slots[j].append((a + j, blk))
         gv, gr, wg = (_expand_rows(x, where, n, slots, log) for x, log in zip(grads[k], (True, False, True)))
         fw = {**fw, **{c: _expand_rows(fw[c], where, n, slots, log) for c, log in (("fv", True), ("fr", False), ("sv", True))}}
-        t.stack.append(k), t.sublayer.append(-1), t.block.append(-1), t.kind.append("input")
-        for col, val in zip(_FLOAT_COLUMNS, (fw["fv"][0], fw["fr"][0], gv[0], gr[0], float("nan"), float("nan"))):
-            getattr(t, col).append(float(val))
-        for i, s in enumerate(st.subs):
-            t.stack.append(k), t.sublayer.append(i), t.block.append(s.block), t.kind.append(s.kind)
-            vals = (fw["fv"][i + 1], fw["fr"][i + 1], gv[i + 1], gr[i + 1], wg[i + 1], fw["sv"][i + 1])
-            for col, val in zip(_FLOAT_COLUMNS, vals):
-                getattr(t, col).append(float(val))
+        t.stack.extend([k] * (n + 1))
+        t.sublayer.append(-1), t.block.append(-1), t.kind.append("input")
+        t.sublayer.extend(range(n)), t.block.extend(s.block for s in st.subs), t.kind.extend(s.kind for s in st.subs)
+        nan = float("nan")
+        for col, vals in zip(_FLOAT_COLUMNS, (fw["fv"], fw["fr"], gv, gr, [nan] + wg[1:], [nan] + fw["sv"][1:])):
+            getattr(t, col).extend(map(float, vals))
     return t
 
 
