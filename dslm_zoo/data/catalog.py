@@ -49,6 +49,17 @@ _register_prepared("text-en", _text_en_sources, "mixed: see manifest.json (GPL s
                    "18.5M words of English from 10 registry packages (docs, dictionary, news, novels, Bible, wiki)")
 
 
+def _prepare_wikitext(**kw: Any) -> Path:
+    from .wikitext import prepare_wikitext
+
+    return prepare_wikitext(**kw)
+
+
+register_text_source("wikitext-103", lambda root=None, tokenizer="wordpiece": load_prepared("wikitext-103", root, tokenizer),
+                     _prepare_wikitext, "WikiText-103 (103M words of Wikipedia, CC BY-SA) from the Hugging Face hub: "
+                     "the online path (`text-en --source wikitext-103`)")
+
+
 def _register_non_text(name: str, what: str, prepare: Callable[..., Path], doc: str) -> None:
     """A data set ``dslm-zoo data prepare`` builds but that is no token stream: loading it says how to read it."""
     def load(**_: Any) -> TextData:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .._hub import sha256_file
 
-__all__ = ["Package", "Source", "build_corpus", "split_of", "TOKENIZERS"]
+__all__ = ["Package", "ParagraphFilter", "Source", "build_corpus", "split_of", "write_corpus", "TOKENIZERS"]
 
 SPLITS = ("train", "validation", "test")
 TOKENIZERS = ("wordpiece", "bpe")
@@ -120,17 +120,14 @@ def build_corpus(
     """
     from tqdm import tqdm
 
-    from .text import _encode_docs
-
     bad = [t for t in tokenizers if t not in TOKENIZERS]
-    if bad:
+    if bad:  # before any download
         raise ValueError(f"unknown tokenizer(s) {bad}; expected {list(TOKENIZERS)}")
     local = dict(local or {})
     docs: dict[str, list[str]] = {s: [] for s in SPLITS}
     words: dict[str, dict[str, int]] = {}
     packages: list[dict[str, Any]] = []
-    seen: set[bytes] = set()
-    dropped = 0
+    dedup = ParagraphFilter()
     with tempfile.TemporaryDirectory(prefix=f"dslm_zoo_{name}_") as tmp:
         tmpd = Path(tmp)
         for src in tqdm(sources, desc=f"{name}: sources", disable=None):
@@ -145,14 +142,7 @@ def build_corpus(
             per = words.setdefault(src.name, {s: 0 for s in SPLITS})
             n_docs = 0
             for doc_id, paras in src.reader(root):
-                kept = []
-                for p in paras:
-                    key = hashlib.sha1(" ".join(p.lower().split()).encode()).digest()
-                    if key in seen:
-                        dropped += 1
-                        continue
-                    seen.add(key)
-                    kept.append(p)
+                kept = dedup.keep(paras)
                 if not kept:
                     continue
                 split = split_of(f"{src.name}/{doc_id}")
@@ -163,14 +153,46 @@ def build_corpus(
             if n_docs == 0:
                 raise RuntimeError(f"source {src.name!r} ({path.name}) yielded no documents: has the package layout changed?")
             shutil.rmtree(root, ignore_errors=True)
+    manifest: dict[str, Any] = {
+        "name": name, "licence": licence, "packages": packages, "duplicate_paragraphs_dropped": dedup.dropped,
+        "words": {"per_source": words, **{s: sum(w[s] for w in words.values()) for s in SPLITS}},
+    }
+    return write_corpus(docs, dest, manifest, tokenizers=tokenizers, vocab_size=vocab_size)
+
+
+class ParagraphFilter:
+    """Drops exact-duplicate paragraphs (whitespace and case folded) across everything it is shown."""
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+        self.dropped = 0
+
+    def keep(self, paras: Iterable[str]) -> list[str]:
+        """The paragraphs of ``paras`` not seen before, in order."""
+        kept = []
+        for p in paras:
+            key = hashlib.sha1(" ".join(p.lower().split()).encode()).digest()
+            if key in self.seen:
+                self.dropped += 1
+                continue
+            self.seen.add(key)
+            kept.append(p)
+        return kept
+
+
+def write_corpus(docs: Mapping[str, Sequence[str]], dest: Path, manifest: dict[str, Any], *,
+                 tokenizers: Sequence[str] = ("wordpiece",), vocab_size: int = 8192) -> Path:
+    """Train each tokenizer on ``docs['train']``, encode every split and write ``dest`` (beside it, then renamed
+    into place) with ``manifest`` (plus the documents and token counts per tokenizer and split)."""
+    from .text import _encode_docs
+
+    bad = [t for t in tokenizers if t not in TOKENIZERS]
+    if bad:
+        raise ValueError(f"unknown tokenizer(s) {bad}; expected {list(TOKENIZERS)}")
     tmp_dest = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp_dest, ignore_errors=True)
     tmp_dest.mkdir(parents=True)
-    manifest: dict[str, Any] = {
-        "name": name, "licence": licence, "packages": packages, "duplicate_paragraphs_dropped": dropped,
-        "words": {"per_source": words, **{s: sum(w[s] for w in words.values()) for s in SPLITS}},
-        "documents": {s: len(v) for s, v in docs.items()}, "tokenizers": {},
-    }
+    manifest = {**manifest, "documents": {s: len(v) for s, v in docs.items()}, "tokenizers": {}}
     for kind in tokenizers:
         tok = _train_tokenizer(kind, docs["train"], vocab_size)
         out = tmp_dest / kind
@@ -178,7 +200,7 @@ def build_corpus(
         tok.save(str(out / "tokenizer.json"))
         info: dict[str, Any] = {"vocab_size": tok.get_vocab_size(), "splits": {}}
         for split, ds in docs.items():
-            ids = _encode_docs(tok, ds)
+            ids = _encode_docs(tok, list(ds))
             ids.tofile(out / f"{split}.bin")
             info["splits"][split] = {"tokens": int(len(ids)), "dtype": str(ids.dtype)}
         manifest["tokenizers"][kind] = info
