@@ -22,6 +22,7 @@ from .layers import (
     CrossAttention,
     DyT,
     LMHead,
+    LocalRNN,
     Mlp,
     RelativePositionBias,
     SinusoidalPosition,
@@ -37,6 +38,7 @@ from .theory.recipe import (
     dslm_attention_schedule,
     dslm_embedding_var,
     dslm_ffn_var,
+    dslm_local_rnn_vars,
     dslm_residual_scales,
 )
 
@@ -118,6 +120,8 @@ def stack_sublayer_specs(stack: Transformer, memory_corr: float | None = None) -
             specs.append(SublayerSpec("cross_attn", stack.dim, seq_len=stack.memory_len, memory_corr=memory_corr))
         elif isinstance(b, Attention):
             specs.append(SublayerSpec("attn", stack.dim, causal=b.causal, seq_len=stack.seq_len))
+        elif isinstance(b, LocalRNN):
+            specs.append(SublayerSpec("rnn", stack.dim, window=b.window))
         else:
             assert isinstance(b, Mlp)
             specs.append(SublayerSpec("ffn", stack.dim, act=b.act_name, hidden_dim=b.fc1.out_features))
@@ -129,6 +133,7 @@ def stack_sublayer_specs(stack: Transformer, memory_corr: float | None = None) -
 # (``dslm_zoo.diagnostics.predict``, which never builds the 1000 layers) both read them here.
 
 StdFn = Callable[[int, str, int, int], float]  # (sub-layer index, role, fan_in, fan_out) -> std
+_RNN_ROLES = ("rnn_ih", "rnn_hh", "rnn_out")  # in dslm_local_rnn_vars' order
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,8 @@ def stack_stds(scheme: str, ctx: StackContext, *, dslm_k: float, drop: float, at
                 return 1.0 / math.sqrt(d)
             if role in ("v", "o"):
                 return math.sqrt(math.sqrt(gains[i]) / d)
+            if role.startswith("rnn_"):
+                return math.sqrt(dslm_local_rnn_vars(d, specs[i].window, drop)[_RNN_ROLES.index(role)])
             return math.sqrt(dslm_ffn_var(d, specs[i].hidden_dim, drop, specs[i].act))
 
         return dslm_std, corrs[-1]
@@ -181,11 +188,11 @@ def stack_stds(scheme: str, ctx: StackContext, *, dslm_k: float, drop: float, at
         return (lambda i, role, fi, fo: _xavier(fi, fo)), float("nan")
     if scheme == "deepnorm":
         beta = deepnorm_constants(ctx.n_enc, ctx.n_dec, ctx.role)[1]
-        scaled = ("v", "o", "fc1", "fc2")
+        scaled = ("v", "o", "fc1", "fc2", "rnn_ih", "rnn_out")  # the branch's value path; not W_Q, W_K, W_hh
         return (lambda i, role, fi, fo: _xavier(fi, fo, beta if role in scaled else 1.0)), float("nan")
     if scheme == "megatron":
         out_std = _STD_002 / math.sqrt(2 * ctx.depth)
-        return (lambda i, role, fi, fo: out_std if role in ("o", "fc2") else _STD_002), float("nan")
+        return (lambda i, role, fi, fo: out_std if role in ("o", "fc2", "rnn_out") else _STD_002), float("nan")
     raise ValueError(f"scheme {scheme!r} draws no projections")
 
 
@@ -274,7 +281,8 @@ def _zero_rel_bias(rec: InitRecord) -> tuple[type, Handler]:
 
 
 def _init_stack(rec: InitRecord, stack: Transformer, std_of: StdFn, why: str) -> None:
-    """Draw every projection of a stack with ``std_of``; roles q, k, v, o (attention) and fc1, fc2 (FFN).
+    """Draw every projection of a stack with ``std_of``; roles q, k, v, o (attention), fc1, fc2 (FFN) and rnn_ih,
+    rnn_hh, rnn_out (LocalRNN).
 
     Q, K and V are drawn as separate (d, d) matrices, also where one fused Linear holds them.
     """
@@ -289,6 +297,11 @@ def _init_stack(rec: InitRecord, stack: Transformer, std_of: StdFn, why: str) ->
             for bias in (b.q.bias, b.kv.bias) if cross else (b.qkv.bias,):
                 rec.const(bias, 0.0, "bias")
             rec.linear(b.proj, std_of(i, "o", d, d), f"{why} W_O")
+        elif isinstance(b, LocalRNN):
+            d = b.ih.in_features
+            rec.linear(b.ih, std_of(i, "rnn_ih", d, d), f"{why} LocalRNN W_ih")
+            rec.normal(b.hh.weight, std_of(i, "rnn_hh", d, d), f"{why} LocalRNN W_hh")
+            rec.linear(b.proj, std_of(i, "rnn_out", d, d), f"{why} LocalRNN W_out")
         else:
             assert isinstance(b, Mlp)
             d, h = b.fc1.in_features, b.fc1.out_features

@@ -92,17 +92,18 @@ def residual_points(model: nn.Module) -> list[ResidualPoint]:
         return pts
     if not hasattr(model, "stack_plans"):
         raise TypeError(f"{type(model).__name__} is neither a dslm_zoo model nor a timm VisionTransformer")
-    from ..layers import Attention, CrossAttention
+    from ..layers import Attention, CrossAttention, LocalRNN
 
     for k, plan in enumerate(model.stack_plans()):
         st = plan.stack
         res = st.residuals()
-        per_block = 3 if st.has_cross_attn else 2
+        per_block = len(st.blocks[0].residuals())
         pts.append(ResidualPoint(k, -1, -1, "input", res[0], True))
         for i, r in enumerate(res):
             b = r.branch
-            kind = "cross_attn" if isinstance(b, CrossAttention) else "attn" if isinstance(b, Attention) else "ffn"
-            w = b.proj.weight if kind != "ffn" else b.fc2.weight
+            kind = ("cross_attn" if isinstance(b, CrossAttention) else "attn" if isinstance(b, Attention)
+                    else "rnn" if isinstance(b, LocalRNN) else "ffn")
+            w = b.fc2.weight if kind == "ffn" else b.proj.weight  # the output projection (weight-gradient rows)
             post = None if r.norm_first else r.norm
             pts.append(ResidualPoint(k, i, i // per_block, kind, r, False, w, b, post))
     return pts

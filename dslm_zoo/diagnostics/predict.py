@@ -64,7 +64,7 @@ def _ln_stats(norm: Any, ms: _Reader) -> tuple[float, float, float]:
 
 
 def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | None, train: bool) -> list[StackSpec]:
-    from ..layers import Attention, CrossAttention, Mlp
+    from ..layers import Attention, CrossAttention, LocalRNN, Mlp
 
     plans = model.stack_plans()
     index = {id(p.stack): i for i, p in enumerate(plans)}
@@ -78,12 +78,13 @@ def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | 
     for plan in plans:
         st = plan.stack
         subs = []
+        per_block = len(st.blocks[0].residuals())
         for i, res in enumerate(st.residuals()):
             b = res.branch
             g, bb, eps = _ln_stats(res.norm, ms)
             g, bb = g * res.in_scale**2, bb * res.in_scale**2  # LayerNorm Scaling: the norm's output times in_scale
             common = dict(
-                block=i // (3 if st.has_cross_attn else 2), d=st.dim, norm_first=res.norm_first,
+                block=i // per_block, d=st.dim, norm_first=res.norm_first,
                 lam2=res.lam**2, beta2=res.beta**2, p=_drop_p(res.drop) if train else 0.0, ln_g=g, ln_b=bb, eps=eps,
             )
             if isinstance(b, Attention):
@@ -97,6 +98,11 @@ def _zoo_stacks(model: Any, ms: _Reader, seq_len: int | None, memory_len: int | 
                     sv2=ms(kv_owner, "v", b.v_weight()), so2=ms(b.proj.weight),
                     pa=float(b.attn_drop) if train else 0.0, causal=bool(b.causal) and not cross, L=L,
                     b_out=ms(b.proj.bias),
+                ))
+            elif isinstance(b, LocalRNN):
+                subs.append(SubSpec(
+                    kind="rnn", **common, s1=ms(b.ih.weight), shh2=ms(b.hh.weight), s2=ms(b.proj.weight),
+                    window=b.window, b_out=ms(b.proj.bias),
                 ))
             else:
                 assert isinstance(b, Mlp), type(b)
@@ -474,6 +480,9 @@ def _spec_stacks(cls: type, cfg: Any, scheme: str, seq_len: int | None, memory_l
                 upd.update(ln_g=s.ln_g * sc2, ln_b=s.ln_b * sc2)
             if s.kind == "ffn":
                 upd.update(s1=std_of(i, "fc1", d, s.dff) ** 2, s2=std_of(i, "fc2", s.dff, d) ** 2)
+            elif s.kind == "rnn":
+                upd.update(s1=std_of(i, "rnn_ih", d, d) ** 2, shh2=std_of(i, "rnn_hh", d, d) ** 2,
+                           s2=std_of(i, "rnn_out", d, d) ** 2)
             else:
                 upd.update(sq2=std_of(i, "q", d, d) ** 2, sk2=std_of(i, "k", d, d) ** 2, sv2=std_of(i, "v", d, d) ** 2,
                            so2=std_of(i, "o", d, d) ** 2)

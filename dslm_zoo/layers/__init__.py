@@ -6,10 +6,11 @@ from .mlp import Mlp
 from .norm import NORMS, DyT, LayerNorm, make_norm
 from .position import POS_EMBEDS, AlibiBias, RelativePositionBias, SinusoidalPosition
 from .residual import Residual
+from .rnn import LocalRNN
 from .transformer import Block, Transformer, padding_bias
 
 __all__ = [
     "Attention", "CrossAttention", "DecodeCache", "ConvSubsampler", "PatchEmbed", "TokenEmbedding", "ViTEmbedding", "SpeechEmbedding", "LMHead",
     "MLMHead", "QAHead", "SequenceClassificationHead", "Mlp", "LayerNorm", "POS_EMBEDS", "AlibiBias",
-    "RelativePositionBias", "SinusoidalPosition", "Residual", "Block", "Transformer", "padding_bias",
+    "RelativePositionBias", "SinusoidalPosition", "Residual", "LocalRNN", "Block", "Transformer", "padding_bias",
 ]

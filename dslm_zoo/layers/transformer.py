@@ -17,6 +17,7 @@ from .mlp import Mlp
 from .norm import make_norm  # raises, naming the choices, for an unknown norm
 from .position import AlibiBias, RelativePositionBias
 from .residual import Residual
+from .rnn import LocalRNN
 
 __all__ = ["Block", "Transformer", "padding_bias"]
 
@@ -43,10 +44,12 @@ def _add_bias(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | 
 
 
 class Block(nn.Module):
-    """One transformer layer: self-attention, optional cross-attention, FFN; each a ``Residual``."""
+    """One transformer layer: an optional local RNN (R-Transformer), self-attention, optional cross-attention, FFN;
+    each a ``Residual``."""
 
-    def __init__(self, attn: Residual, mlp: Residual, cross_attn: Residual | None = None):
+    def __init__(self, attn: Residual, mlp: Residual, cross_attn: Residual | None = None, rnn: Residual | None = None):
         super().__init__()
+        self.rnn = rnn
         self.attn = attn
         self.cross_attn = cross_attn
         self.mlp = mlp
@@ -59,6 +62,8 @@ class Block(nn.Module):
         memory_bias: torch.Tensor | None = None,
         cache: DecodeCache | None = None,
     ) -> torch.Tensor:
+        if self.rnn is not None:
+            x = self.rnn(x)
         x = self.attn(x, attn_bias, cache=cache)
         if self.cross_attn is not None:
             x = self.cross_attn(x, memory, memory_bias, cache=cache)
@@ -66,7 +71,7 @@ class Block(nn.Module):
 
     def residuals(self) -> list[Residual]:
         """The residual sub-layers in forward order."""
-        return [r for r in (self.attn, self.cross_attn, self.mlp) if r is not None]
+        return [r for r in (self.rnn, self.attn, self.cross_attn, self.mlp) if r is not None]
 
 
 class Transformer(nn.Module):
@@ -96,12 +101,15 @@ class Transformer(nn.Module):
         norm: str = "layernorm",
         peri_norm: bool = False,
         ln_scaling: bool = False,
+        local_rnn: int = 0,
         device=None,
         dtype=None,
     ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        if local_rnn < 0:
+            raise ValueError(f"local_rnn (the LocalRNN window, 0 = none) must be >= 0, got {local_rnn}")
         self.depth, self.dim, self.norm_first, self.causal = depth, dim, norm_first, causal
         self.seq_len, self.memory_len = seq_len, memory_len
         self.grad_checkpointing = False
@@ -118,6 +126,7 @@ class Transformer(nn.Module):
                 attn=res(Attention(dim, num_heads, attn_drop, causal=causal, **fk), layer),
                 cross_attn=res(CrossAttention(dim, num_heads, attn_drop, **fk), layer) if cross_attn else None,
                 mlp=res(Mlp(dim, hidden, act, **fk), layer),
+                rnn=res(LocalRNN(dim, local_rnn, **fk), layer) if local_rnn else None,
             )
             for layer in range(1, depth + 1)
         )
@@ -137,9 +146,15 @@ class Transformer(nn.Module):
         return self.blocks[0].cross_attn is not None
 
     @property
+    def local_rnn(self) -> int:
+        """The LocalRNN window of every layer (0: none)."""
+        rnn = self.blocks[0].rnn
+        return 0 if rnn is None else rnn.branch.window
+
+    @property
     def num_sublayers(self) -> int:
-        """N_sub: residual sub-layers in the stack (2 per layer, 3 with cross-attention)."""
-        return self.depth * (3 if self.has_cross_attn else 2)
+        """N_sub: residual sub-layers in the stack (2 per layer, plus cross-attention and the local RNN)."""
+        return self.depth * len(self.blocks[0].residuals())
 
     def residuals(self) -> list[Residual]:
         return [r for blk in self.blocks for r in blk.residuals()]
@@ -181,9 +196,9 @@ class Transformer(nn.Module):
         """Final output (after the final norm) and the residual stream after every block (``cache``: see ``forward``)."""
         if self.has_cross_attn and memory is None:
             raise ValueError("this stack has cross-attention: pass memory=")
-        if cache is not None and (mask is not None or self.pos_bias is not None):
-            raise ValueError("incremental decoding (cache=) supports neither a padding mask nor ALiBi/relative "
-                             "position biases; run the whole prefix without a cache")
+        if cache is not None and (mask is not None or self.pos_bias is not None or self.local_rnn):
+            raise ValueError("incremental decoding (cache=) supports neither a padding mask, ALiBi/relative "
+                             "position biases nor a local RNN; run the whole prefix without a cache")
         attn_bias = self._attn_bias(x, mask)
         if memory is not None:
             _check_mask(memory_mask, memory, "memory_mask")

@@ -25,7 +25,8 @@ class TransformerConfig(ConfigBase):
     ``norm`` ('layernorm' | 'dyt': Dynamic Tanh), ``peri_norm`` (Peri-LN: a norm on each branch's output too) and
     ``ln_scaling`` (LayerNorm Scaling: layer l's norm outputs times 1/sqrt(l)) are the other deep-stability methods
     the depth study compares DSLM with; the last two are Pre-LN variants. The signal theory models LayerNorm,
-    with or without LayerNorm Scaling.
+    with or without LayerNorm Scaling. ``local_rnn`` = M > 0 puts R-Transformer's local RNN over the last M
+    positions before every layer's attention (a position variant: use it with ``pos_embed='none'``).
 
     ``dslm_r_emb`` is the token correlation of the summed embedding tables on the training data (Kedia et al.
     2024, Sec. 4 step 4; measure it with ``dslm_zoo.diagnostics.measure_r_emb``); ``dslm_seq_len`` is the length the
@@ -47,8 +48,10 @@ class TransformerConfig(ConfigBase):
     norm: str = "layernorm"
     peri_norm: bool = False
     ln_scaling: bool = False
+    local_rnn: int = 0
 
     bounds: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "local_rnn": (0, None),
         "depth": (1, None), "embed_dim": (1, None), "num_heads": (1, None), "mlp_ratio": ((">", 0.0), None),
         "drop_rate": (0.0, None), "attn_drop_rate": (0.0, None), "dslm_k": ((">", 0.0), None),
         "dslm_r_emb": (0.0, 1.0), "dslm_seq_len": (1, None),
@@ -86,6 +89,7 @@ class TransformerConfig(ConfigBase):
             norm=self.norm,
             peri_norm=self.peri_norm,
             ln_scaling=self.ln_scaling,
+            local_rnn=self.local_rnn,
         )
 
 

@@ -478,6 +478,11 @@ class SpeechTranslationModel(StackModel):
             logits[:, self.cfg.bos_id] = float("-inf")
         return F.log_softmax(logits, dim=-1)
 
+    def _decode_cache(self, use_cache: bool) -> DecodeCache | None:
+        """A key/value cache for incremental decoding, or None: a decoder with a local RNN re-reads its window of
+        earlier inputs at every layer, which the cache does not hold, so it decodes whole prefixes."""
+        return DecodeCache() if use_cache and not self.decoder.local_rnn else None
+
     @torch.no_grad()
     def greedy_decode(
         self, feats: torch.Tensor, feat_lengths: torch.Tensor | None = None, max_len: int | None = None,
@@ -497,7 +502,7 @@ class SpeechTranslationModel(StackModel):
         tokens = torch.full((B, 1), self.cfg.bos_id, dtype=torch.long, device=memory.device)
         out: list[list[int]] = [[] for _ in range(B)]
         active = torch.arange(B, device=memory.device)
-        cache = DecodeCache() if use_cache else None
+        cache = self._decode_cache(use_cache)
         for _ in range(max_len):
             mm = None if memory_mask is None else memory_mask[active]
             nxt = self._next_log_probs(tokens, memory[active], mm, cache).argmax(-1)
@@ -548,7 +553,7 @@ class SpeechTranslationModel(StackModel):
         finished: list[list[Hypothesis]] = [[] for _ in range(B)]
         active = torch.arange(B, device=dev)  # utterances still searching
         offs = torch.arange(K, device=dev)
-        cache = DecodeCache() if use_cache else None
+        cache = self._decode_cache(use_cache)
 
         def norm(logp: float, length: int) -> float:
             return logp / (length**length_penalty) if length_penalty else logp

@@ -54,6 +54,8 @@ __all__ = [
     "cross_attention",
     "cross_attention_memory_grad",
     "ffn",
+    "local_rnn",
+    "local_rnn_pass",
     "embedding",
     "collision_probability",
     "combine_independent",
@@ -851,6 +853,68 @@ def ffn(
         functools.partial(linear, d_in=d_ff, d_out=d, sigma2=sigma2_2),
         functools.partial(dropout, p=p),
     )
+
+
+def local_rnn_pass(u: float, c: float, window: int, a: float, b: float) -> tuple[list[float], list[float]]:
+    """Forward moments of the ReLU recurrence of :func:`local_rnn`: per step k = 1..window the pre-activation
+    second moment t_k and the cross moment c_k between two windows (two positions).
+
+    ``u`` and ``c`` are the input's raw second and cross moments (E[x^2], E[x_i x_j]); ``a = d sigma_ih^2``,
+    ``b = d sigma_hh^2``. With h_0 = 0 and ReLU: t_k = a u + b t_{k-1}/2, c_k = a c + b (t_{k-1}/2) f(c_{k-1}/t_{k-1})
+    (:func:`relu_corr_map` f). Mean field: the input and recurrent weights are independent of the vectors they
+    multiply (the large-width limit, also for weights tied across steps), and two windows pair the same step of
+    different tokens.
+    """
+    ts, cs = [], []
+    t_prev = c_prev = 0.0
+    for _ in range(window):
+        q = t_prev / 2.0
+        e = q * relu_corr_map(c_prev / t_prev) if t_prev > 0 else 0.0
+        t_prev, c_prev = a * u + b * q, a * c + b * e
+        ts.append(t_prev)
+        cs.append(c_prev)
+    return ts, cs
+
+
+def local_rnn(
+    m: Moments,
+    *,
+    d: int,
+    window: int,
+    sigma_ih2: float,
+    sigma_hh2: float,
+    sigma_out2: float,
+) -> Moments:
+    """The local recurrence of R-Transformer (Wang et al. 2019, arXiv:1907.05572) as the zoo builds it
+    (``dslm_zoo.layers.LocalRNN``): per position t a ReLU Elman RNN over the ``window`` inputs x_{t-window+1..t},
+    h_k = relu(W_ih x_k + W_hh h_{k-1}), h_0 = 0, and the output projection y = W_out h_window (all d x d, biases
+    0 at init, variances ``sigma_*2`` per element).
+
+    Forward (derived; :func:`local_rnn_pass`): var_y = d sigma_out^2 t_M / 2, cov_y = d sigma_out^2 (t_M/2) f(c_M/t_M).
+    Backward, from the output gradient (g2, cross moment g2 rho): the gradient at h_M has d sigma_out^2 g2 and
+    each step back multiplies by E[relu'^2] = 1/2 (pairs of windows: 1/4 + arcsin(c_k/t_k)/(2 pi)) and by
+    d sigma_hh^2. A token is read by ``window`` windows, at steps 1..window, whose gradients are uncorrelated
+    (chains of different length through W_hh), so the input gradient sums them: d sigma_ih^2 sum_k D_k, and its
+    pair covariance sums the same-step pair terms. Edge positions (the zero-padded first window - 1 positions,
+    the last window - 1 tokens read by fewer windows) are not modelled: a share ~window / L of the sequence.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    a, b, o = d * sigma_ih2, d * sigma_hh2, d * sigma_out2
+    u, c = m.second_moment, m.cov + m.mean * m.mean
+    ts, cs = local_rnn_pass(u, c, window, a, b)
+    q_M = ts[-1] / 2.0
+    e_M = q_M * relu_corr_map(cs[-1] / ts[-1]) if ts[-1] > 0 else 0.0
+    var, cov = o * q_M, o * e_M
+    vh, ch = o * m.grad_var, o * m.grad_cov  # gradient at h_M (variance, pair covariance)
+    g_var = g_cov = 0.0
+    for k in range(window - 1, -1, -1):  # back through step k + 1
+        rho_k = min(max(cs[k] / ts[k], -1.0), 1.0) if ts[k] > 0 else 0.0
+        dv, dc = 0.5 * vh, ch * (0.25 + math.asin(rho_k) / (2.0 * math.pi))
+        g_var += a * dv
+        g_cov += a * dc
+        vh, ch = b * dv, b * dc
+    return Moments.from_cov(0.0, var, cov, g_var, g_cov)
 
 
 def collision_probability(counts: Sequence[float]) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .components import gelu_cross_moment, gelu_moments, relu_corr_map
+from .components import gelu_cross_moment, gelu_moments, local_rnn_pass, relu_corr_map
 from .signal import attention_moments, attention_variance_and_cov
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "dslm_embedding_var",
     "dslm_ffn_var",
     "ffn_corr_map",
+    "dslm_local_rnn_vars",
+    "local_rnn_corr_map",
     "attention_variance_bracket",
     "attention_gain_and_corr",
     "SublayerSpec",
@@ -100,6 +102,23 @@ def dslm_ffn_var(dim: int, hidden_dim: int, dropout: float, act: Act = "relu") -
     raise ValueError(f"unknown activation {act!r}; expected 'relu' or 'gelu'")
 
 
+def dslm_local_rnn_vars(dim: int, window: int, dropout: float) -> tuple[float, float, float]:
+    """(W_ih, W_hh, W_out) variances of a LocalRNN branch under DSLM (derived from
+    :func:`dslm_zoo.theory.components.local_rnn`): W_ih 1/d gives the first step unit pre-activation variance;
+    W_hh 2/d (He) makes the ReLU recurrence critical, t_k = 1 + t_{k-1} = k at unit input, so every token of the
+    window weighs the same, forward and backward; W_out 2 (1-p) / (d t_M) = 2 (1-p) / (d M) gives the branch a
+    forward gain of 1 after dropout, as for the FFN."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    return 1.0 / dim, 2.0 / dim, 2.0 * (1.0 - dropout) / (dim * window)
+
+
+def local_rnn_corr_map(r: float, window: int) -> float:
+    """Output correlation of a LocalRNN branch at the DSLM variances for input correlation r (unit input)."""
+    ts, cs = local_rnn_pass(1.0, r, window, 1.0, 2.0)
+    return relu_corr_map(cs[-1] / ts[-1])
+
+
 def ffn_corr_map(r: float, act: Act, dim: int, hidden_dim: int, dropout: float) -> float:
     """Correlation of the FFN output (before dropout) for input correlation r, at the DSLM variance."""
     if act == "relu":
@@ -145,13 +164,14 @@ def attention_gain_and_corr(
 class SublayerSpec:
     """One residual sub-layer of a stack, in forward order, as the recursion sees it."""
 
-    kind: Literal["attn", "cross_attn", "ffn"]
+    kind: Literal["attn", "cross_attn", "ffn", "rnn"]
     dim: int
     causal: bool = False
     seq_len: int | None = None  # for cross-attention: the memory length
     memory_corr: float | None = None  # cross-attention only
     act: Act = "relu"
     hidden_dim: int = 0
+    window: int = 0  # LocalRNN only
 
 
 def dslm_attention_schedule(
@@ -181,6 +201,9 @@ def dslm_attention_schedule(
         if s.kind == "ffn":
             gains.append(float("nan"))
             r_branch = (1.0 - dropout) * ffn_corr_map(r, s.act, s.dim, s.hidden_dim, dropout)
+        elif s.kind == "rnn":
+            gains.append(float("nan"))
+            r_branch = (1.0 - dropout) * local_rnn_corr_map(r, s.window)
         else:
             r_in = s.memory_corr if s.kind == "cross_attn" else r
             if s.seq_len is None and r_in <= 0.0:

@@ -620,6 +620,9 @@ class SubSpec:
     act: str = "relu"
     p1: float = 0.0  # dropout after the activation (timm Mlp.drop1)
     b_out: float = 0.0  # mean square of the branch's output bias
+    # LocalRNN (kind 'rnn'): s1 = W_ih, shh2 = W_hh, s2 = W_out mean squares, window = steps
+    shh2: float = 0.0
+    window: int = 0
 
     def evolve(self, **changes: Any) -> "SubSpec":
         """A copy with ``changes``: ``dataclasses.replace`` without re-running ``__init__`` over every field (a
@@ -669,6 +672,11 @@ def _branch_fwd(s: SubSpec, u: float, r: float, mem: tuple[float, float, int | N
     output, the second and cross moments ``m_o``, ``c_o`` of the input of its output projection, and what the
     backward pass needs."""
     d = s.d
+    if s.kind == "rnn":
+        m_o, c_o, gain_v, gain_c = _rnn_moments(s, u, r)
+        k = d * s.s2
+        return dict(var=k * m_o + s.b_out, cov=k * c_o + s.b_out, m_o=m_o, c_o=c_o, gain_v=gain_v, gain_c=gain_c,
+                    kappa=0.0)
     if s.kind == "ffn":
         t = d * s.s1 * u
         e2, ec, eg2, egc = _act_moments(s.act, t, r)
@@ -713,6 +721,8 @@ def _branch_bwd(
     instead of the stack-wide mean."""
     gm = _mean(gb)
     cg = gm * rb  # mean covariance of the output gradient between two tokens
+    if s.kind == "rnn":
+        return f["gain_v"] * gb, f["gain_c"] * cg, 0.0, 0.0
     if s.kind == "ffn":
         k = s.d * s.s2 * s.dff * s.s1
         return k * f["eg2"] * gb, k * f["egc"] * cg, 0.0, 0.0
@@ -780,6 +790,33 @@ def _act_maps(act: str, t: float, R: Any) -> tuple[Any, Any]:
     raise ValueError(f"unsupported activation {act!r} (relu, gelu)")
 
 
+def _rnn_moments(s: SubSpec, u: float, R: Any) -> tuple[float, Any, float, Any]:
+    """A LocalRNN branch (``dslm_zoo.theory.components.local_rnn``, derived there) at input second moment u and
+    token-pair correlation R (a float, or an array of bin-pair correlations in a causal stack): the second and
+    cross moments of the output projection's input (E[h^2], E[h h']) and the input-gradient gains, variance and
+    pair covariance per unit of the output gradient's."""
+    a, b, o = s.d * s.s1, s.d * s.shh2, s.d * s.s2
+    ts: list[float] = []
+    Cs: list[Any] = []
+    t, C = 0.0, 0.0 * R
+    for _ in range(s.window):
+        E = _act_maps("relu", t, C / t)[0] if t > 0 else 0.0 * R
+        t, C = a * u + b * t / 2.0, a * u * R + b * E
+        ts.append(t)
+        Cs.append(C)
+    c_o = _act_maps("relu", ts[-1], Cs[-1] / ts[-1])[0] if ts[-1] > 0 else 0.0 * R
+    gain_v, vh = 0.0, o
+    gain_c: Any = 0.0 * R
+    ch: Any = o + 0.0 * R
+    for k in range(s.window - 1, -1, -1):  # E[relu'^2] = 1/2; pairs: 1/4 + arcsin(rho_k) / (2 pi)
+        dc = ch * (_act_maps("relu", ts[k], Cs[k] / ts[k])[1] if ts[k] > 0 else 0.25)
+        gain_v, gain_c = gain_v + a * 0.5 * vh, gain_c + a * dc
+        vh, ch = b * 0.5 * vh, b * dc
+    if not hasattr(R, "shape"):
+        c_o, gain_c = float(c_o), float(gain_c)
+    return ts[-1] / 2.0, c_o, gain_v, gain_c
+
+
 def _branch_pair_cov(
     s: SubSpec, f: dict[str, Any], pc: _PairCov, Cu: Any, u: float, ru: float, Rpre: Any = None
 ) -> Any:
@@ -791,6 +828,9 @@ def _branch_pair_cov(
     if s.kind == "ffn":
         m1, f["dphi_pairs"] = _act_maps(s.act, s.d * s.s1 * u, Cu / u if u > 0 else Cu)  # the backward's at this input
         return s.dff * s.s2 * m1 + s.b_out
+    if s.kind == "rnn":
+        _, c_o, _, f["rnn_gain_pairs"] = _rnn_moments(s, u, Cu / u if u > 0 else Cu)
+        return s.d * s.s2 * c_o + s.b_out
     if "causal" not in f:
         return pc.uniform(f["cov"])
     q = 1.0 - ru
@@ -810,6 +850,8 @@ def _branch_pair_grad(
 
     if s.kind == "ffn":
         return None, s.d * s.s2 * s.dff * s.s1 * f["dphi_pairs"] * Gb
+    if s.kind == "rnn":
+        return None, f["rnn_gain_pairs"] * Gb
     if "causal" not in f:
         return None, None
     Z = pc.suffix2(Gb * pc.q)
@@ -851,7 +893,7 @@ def _block_slices(subs: Sequence[SubSpec]) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [len(blk)]))
 
 
-_STRUCTURE = ("kind", "d", "norm_first", "causal", "L", "dff", "act")
+_STRUCTURE = ("kind", "d", "norm_first", "causal", "L", "dff", "act", "window")
 
 
 def _runs_left(subs: Sequence[SubSpec], blocks: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
