@@ -17,7 +17,7 @@ venv: $(STAMP)
 demo: $(STAMP)  ## the main job: the zoo, one model per family, signal propagation on bundled data
 	$(PY) -m dslm_zoo.demo
 
-test: $(STAMP)  ## the default suite (< 15 min on 2 cores); CI runs this
+test: $(STAMP)  ## the default suite (< 10 min on 2 cores; about 4 min quiet); CI runs this
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)  ## long runs: 1000-layer measurements, full Monte-Carlo grids
