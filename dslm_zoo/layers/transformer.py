@@ -81,6 +81,8 @@ class Transformer(nn.Module):
     scheme's finite-L rule and the theory read them. ``pos_bias`` ('alibi' | 'relative' | None) adds position
     information to the logits. ``norm`` ('layernorm' | 'dyt') is every norm of the stack; ``peri_norm`` and
     ``ln_scaling`` are the Pre-LN variants of :mod:`dslm_zoo.layers.residual` (Peri-LN, LayerNorm Scaling).
+    ``local_rnn`` = M > 0 puts a :class:`~dslm_zoo.layers.LocalRNN` residual (R-Transformer) over the last M
+    positions before each layer's attention.
     """
 
     def __init__(

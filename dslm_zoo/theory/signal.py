@@ -492,8 +492,9 @@ class _PairCov:
         inv = 1.0 / np.arange(1, L + 1, dtype=np.float64)
         s1, s2 = np.add.reduceat(inv, self.starts), np.add.reduceat(inv * inv, self.starts)
         self.q = np.outer(s1, s1) - np.diag(s2)  # sum of 1/(i i') over distinct positions i in a, i' in b
-        self.q_keys = np.diagonal(self.suffix(self.q)).copy()  # the same over query pairs reading a key in bin a
         nb = len(self.n)
+        self._tri = np.tril(np.ones((nb, nb)))  # 2-D prefix and suffix sums as two small matmuls (faster than cumsum)
+        self.q_keys = np.diagonal(self.suffix_pairs(self.q)).copy()  # the same over query pairs reading a key in bin a
         self.later = np.maximum.outer(np.arange(nb), np.arange(nb))  # the later bin of each bin pair
         # prefix_mean's pair counts depend on L alone: computed once, not at every layer (the recursion's hot path)
         cnt = np.cumsum(np.cumsum(self.w, 0), 1)
@@ -501,19 +502,16 @@ class _PairCov:
         self._inv_cnt = np.divide(1.0, cnt, out=np.zeros_like(cnt), where=self._cnt_pos)
         self._first = int(np.flatnonzero(self._cnt_pos.ravel())[0]) if self._cnt_pos.any() else -1
         self._bin_idx = np.repeat(np.arange(nb), self.n.astype(int))  # position -> its bin
-        self._tri = np.tril(np.ones((nb, nb)))  # 2-D prefix and suffix sums as two small matmuls (faster than cumsum)
 
     @staticmethod
-    def suffix(M: Any) -> Any:
-        """Sums over bins >= a (vectors) or over bin pairs (>= a, >= b) (matrices)."""
+    def suffix(vec: Any) -> Any:
+        """Sums of a per-bin vector over bins >= a."""
         import numpy as np
 
-        if M.ndim == 1:
-            return np.cumsum(M[::-1])[::-1]
-        return np.cumsum(np.cumsum(M[::-1, ::-1], 0), 1)[::-1, ::-1]
+        return np.cumsum(vec[::-1])[::-1]
 
-    def suffix2(self, M: Any) -> Any:
-        """``suffix`` of a bin-pair matrix: sums over bin pairs (>= a, >= b)."""
+    def suffix_pairs(self, M: Any) -> Any:
+        """Sums of a bin-pair matrix over bin pairs (>= a, >= b)."""
         return self._tri.T @ M @ self._tri
 
     def sum_bins(self, vec: Any) -> Any:
@@ -533,8 +531,6 @@ class _PairCov:
 
     def scaled(self, C: Any, inv: Any) -> Any:
         """Covariances after dividing position i by sqrt(1 / inv_i) (a LayerNorm with per-position 1 / variance)."""
-        import numpy as np
-
         return C * self.root_outer(inv)
 
     def root_outer(self, inv: Any) -> Any:
@@ -798,7 +794,7 @@ def _rnn_moments(s: SubSpec, u: float, R: Any) -> tuple[float, Any, float, Any]:
     a, b, o = s.d * s.s1, s.d * s.shh2, s.d * s.s2
     ts: list[float] = []
     Cs: list[Any] = []
-    t, C = 0.0, 0.0 * R
+    t, C = 0.0, 0.0 * R  # 0.0 * R: a zero of R's kind (float or array)
     for _ in range(s.window):
         E = _act_maps("relu", t, C / t)[0] if t > 0 else 0.0 * R
         t, C = a * u + b * t / 2.0, a * u * R + b * E
@@ -854,7 +850,7 @@ def _branch_pair_grad(
         return None, f["rnn_gain_pairs"] * Gb
     if "causal" not in f:
         return None, None
-    Z = pc.suffix2(Gb * pc.q)
+    Z = pc.suffix_pairs(Gb * pc.q)
     keys = np.diagonal(Z) / np.maximum(pc.q_keys, 1e-300)
     c = f["causal"]
     L = len(c["S"])
