@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import dslm_zoo
+from dslm_zoo.diagnostics import across_models, average_pairs, predict, predict_and_measure
 from dslm_zoo.layers import LocalRNN
 from dslm_zoo.theory import components as C
+from dslm_zoo.theory.recipe import dslm_local_rnn_vars, local_rnn_corr_map
 
 
 def _correlated(B: int, N: int, d: int, r: float, gen: torch.Generator) -> torch.Tensor:
@@ -81,12 +85,6 @@ def test_local_rnn_moments_match_monte_carlo(window, r, rho, s_hh):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The model option and its DSLM init.
-
-import numpy as np  # noqa: E402
-
-import dslm_zoo  # noqa: E402
-from dslm_zoo.diagnostics import across_models, average_pairs, predict, predict_and_measure  # noqa: E402
-from dslm_zoo.theory.recipe import dslm_local_rnn_vars, local_rnn_corr_map  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["dslm_bert_tiny", "dslm_gpt_tiny", "dslm_vit_tiny", "dslm_st_tiny"])
