@@ -55,7 +55,7 @@ __all__ = [
     "cross_attention_memory_grad",
     "ffn",
     "local_rnn",
-    "local_rnn_pass",
+    "local_rnn_moments",
     "embedding",
     "collision_probability",
     "combine_independent",
@@ -855,25 +855,42 @@ def ffn(
     )
 
 
-def local_rnn_pass(u: float, c: float, window: int, a: float, b: float) -> tuple[list[float], list[float]]:
-    """Forward moments of the ReLU recurrence of :func:`local_rnn`: per step k = 1..window the pre-activation
-    second moment t_k and the cross moment c_k between two windows (two positions).
+def local_rnn_moments(u: float, R: Any, window: int, a: float, b: float, o: float) -> tuple[float, Any, float, Any]:
+    """The moments of :func:`local_rnn`'s ReLU recurrence, for a token-pair correlation ``R`` of the input that is a
+    float or a numpy array (the per-bin-pair correlations of a causal stack in ``signal``): the second and cross
+    moments of the output projection's input, E[h_M^2] and E[h_M h'_M], and the input-gradient gains, variance
+    and pair covariance per unit of the output gradient's.
 
-    ``u`` and ``c`` are the input's raw second and cross moments (E[x^2], E[x_i x_j]); ``a = d sigma_ih^2``,
-    ``b = d sigma_hh^2``. With h_0 = 0 and ReLU: t_k = a u + b t_{k-1}/2, c_k = a c + b (t_{k-1}/2) f(c_{k-1}/t_{k-1})
-    (:func:`relu_corr_map` f). Mean field: the input and recurrent weights are independent of the vectors they
-    multiply (the large-width limit, also for weights tied across steps), and two windows pair the same step of
-    different tokens.
+    ``u`` is the input's second moment; ``a = d sigma_ih^2``, ``b = d sigma_hh^2``, ``o = d sigma_out^2``. With
+    h_0 = 0 and ReLU: t_k = a u + b t_{k-1}/2, c_k = a u R + b (t_{k-1}/2) f(c_{k-1}/t_{k-1}) (f the ReLU
+    correlation map). Mean field: the input and recurrent weights are independent of the vectors they multiply
+    (the large-width limit, also for weights tied across steps), and two windows pair the same step of different
+    tokens. Backward: E[relu'^2] = 1/2, for pairs 1/4 + arcsin(c_k/t_k)/(2 pi).
     """
-    ts, cs = [], []
-    t_prev = c_prev = 0.0
+    import numpy as np
+
+    def cross(t: float, C: Any) -> Any:  # E[relu(x) relu(y)] for variance t, cross moment C
+        rho = np.clip(C / t, -1.0, 1.0)
+        return t / 2.0 * (rho + (np.sqrt(1.0 - rho * rho) - rho * np.arccos(rho)) / math.pi)
+
+    zero = 0.0 * R  # a zero of R's kind (float or array)
+    ts: list[float] = []
+    cs: list[Any] = []
+    t, c = 0.0, zero
     for _ in range(window):
-        q = t_prev / 2.0
-        e = q * relu_corr_map(c_prev / t_prev) if t_prev > 0 else 0.0
-        t_prev, c_prev = a * u + b * q, a * c + b * e
-        ts.append(t_prev)
-        cs.append(c_prev)
-    return ts, cs
+        t, c = a * u + b * t / 2.0, a * u * R + b * (cross(t, c) if t > 0 else zero)
+        ts.append(t)
+        cs.append(c)
+    c_o = cross(ts[-1], cs[-1]) if ts[-1] > 0 else zero
+    gain_v, vh = 0.0, o
+    gain_c, ch = zero, o + zero
+    for k in range(window - 1, -1, -1):  # back through step k + 1
+        dc = ch * (0.25 + np.arcsin(np.clip(cs[k] / ts[k], -1.0, 1.0)) / (2.0 * math.pi) if ts[k] > 0 else 0.25)
+        gain_v, gain_c = gain_v + a * 0.5 * vh, gain_c + a * dc
+        vh, ch = b * 0.5 * vh, b * dc
+    if not hasattr(R, "shape"):
+        c_o, gain_c = float(c_o), float(gain_c)
+    return ts[-1] / 2.0, c_o, gain_v, gain_c
 
 
 def local_rnn(
@@ -890,9 +907,9 @@ def local_rnn(
     h_k = relu(W_ih x_k + W_hh h_{k-1}), h_0 = 0, and the output projection y = W_out h_window (all d x d, biases
     0 at init, variances ``sigma_*2`` per element).
 
-    Forward (derived; :func:`local_rnn_pass`): var_y = d sigma_out^2 t_M / 2, cov_y = d sigma_out^2 (t_M/2) f(c_M/t_M).
-    Backward, from the output gradient (g2, cross moment g2 rho): the gradient at h_M has d sigma_out^2 g2 and
-    each step back multiplies by E[relu'^2] = 1/2 (pairs of windows: 1/4 + arcsin(c_k/t_k)/(2 pi)) and by
+    Forward (derived; :func:`local_rnn_moments`): var_y = d sigma_out^2 t_M / 2, cov_y = d sigma_out^2 (t_M/2)
+    f(c_M/t_M). Backward, from the output gradient (g2, cross moment g2 rho): the gradient at h_M has d sigma_out^2
+    g2 and each step back multiplies by E[relu'^2] = 1/2 (pairs of windows: 1/4 + arcsin(c_k/t_k)/(2 pi)) and by
     d sigma_hh^2. A token is read by ``window`` windows, at steps 1..window, whose gradients are uncorrelated
     (chains of different length through W_hh), so the input gradient sums them: d sigma_ih^2 sum_k D_k, and its
     pair covariance sums the same-step pair terms. Edge positions (the zero-padded first window - 1 positions,
@@ -900,21 +917,11 @@ def local_rnn(
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    a, b, o = d * sigma_ih2, d * sigma_hh2, d * sigma_out2
-    u, c = m.second_moment, m.cov + m.mean * m.mean
-    ts, cs = local_rnn_pass(u, c, window, a, b)
-    q_M = ts[-1] / 2.0
-    e_M = q_M * relu_corr_map(cs[-1] / ts[-1]) if ts[-1] > 0 else 0.0
-    var, cov = o * q_M, o * e_M
-    vh, ch = o * m.grad_var, o * m.grad_cov  # gradient at h_M (variance, pair covariance)
-    g_var = g_cov = 0.0
-    for k in range(window - 1, -1, -1):  # back through step k + 1
-        rho_k = min(max(cs[k] / ts[k], -1.0), 1.0) if ts[k] > 0 else 0.0
-        dv, dc = 0.5 * vh, ch * (0.25 + math.asin(rho_k) / (2.0 * math.pi))
-        g_var += a * dv
-        g_cov += a * dc
-        vh, ch = b * dv, b * dc
-    return Moments.from_cov(0.0, var, cov, g_var, g_cov)
+    u = m.second_moment
+    r = _ratio(m.cov + m.mean * m.mean, u)  # raw correlation: the input mean is shared by all tokens
+    m_o, c_o, gain_v, gain_c = local_rnn_moments(u, r, window, d * sigma_ih2, d * sigma_hh2, d * sigma_out2)
+    o = d * sigma_out2
+    return Moments.from_cov(0.0, o * m_o, o * c_o, gain_v * m.grad_var, gain_c * m.grad_cov)
 
 
 def collision_probability(counts: Sequence[float]) -> float:

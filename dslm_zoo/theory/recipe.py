@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .components import gelu_cross_moment, gelu_moments, local_rnn_pass, relu_corr_map
+from .components import gelu_cross_moment, gelu_moments, local_rnn_moments, relu_corr_map
 from .signal import attention_moments, attention_variance_and_cov
 
 __all__ = [
@@ -115,8 +115,8 @@ def dslm_local_rnn_vars(dim: int, window: int, dropout: float) -> tuple[float, f
 
 def local_rnn_corr_map(r: float, window: int) -> float:
     """Output correlation of a LocalRNN branch at the DSLM variances for input correlation r (unit input)."""
-    ts, cs = local_rnn_pass(1.0, r, window, 1.0, 2.0)
-    return relu_corr_map(cs[-1] / ts[-1])
+    m_o, c_o, _, _ = local_rnn_moments(1.0, r, window, 1.0, 2.0, 1.0)
+    return c_o / m_o
 
 
 def ffn_corr_map(r: float, act: Act, dim: int, hidden_dim: int, dropout: float) -> float:

@@ -52,7 +52,9 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Sequence
 
-from .components import causal_mean_sq_mass, gelu_cross_moment, gelu_moments, relu_corr_map, softmax_power_sums
+from .components import (
+    causal_mean_sq_mass, gelu_cross_moment, gelu_moments, local_rnn_moments, relu_corr_map, softmax_power_sums,
+)
 
 __all__ = [
     "SignalTable",
@@ -669,7 +671,7 @@ def _branch_fwd(s: SubSpec, u: float, r: float, mem: tuple[float, float, int | N
     backward pass needs."""
     d = s.d
     if s.kind == "rnn":
-        m_o, c_o, gain_v, gain_c = _rnn_moments(s, u, r)
+        m_o, c_o, gain_v, gain_c = local_rnn_moments(u, r, s.window, d * s.s1, d * s.shh2, d * s.s2)
         k = d * s.s2
         return dict(var=k * m_o + s.b_out, cov=k * c_o + s.b_out, m_o=m_o, c_o=c_o, gain_v=gain_v, gain_c=gain_c,
                     kappa=0.0)
@@ -786,33 +788,6 @@ def _act_maps(act: str, t: float, R: Any) -> tuple[Any, Any]:
     raise ValueError(f"unsupported activation {act!r} (relu, gelu)")
 
 
-def _rnn_moments(s: SubSpec, u: float, R: Any) -> tuple[float, Any, float, Any]:
-    """A LocalRNN branch (``dslm_zoo.theory.components.local_rnn``, derived there) at input second moment u and
-    token-pair correlation R (a float, or an array of bin-pair correlations in a causal stack): the second and
-    cross moments of the output projection's input (E[h^2], E[h h']) and the input-gradient gains, variance and
-    pair covariance per unit of the output gradient's."""
-    a, b, o = s.d * s.s1, s.d * s.shh2, s.d * s.s2
-    ts: list[float] = []
-    Cs: list[Any] = []
-    t, C = 0.0, 0.0 * R  # 0.0 * R: a zero of R's kind (float or array)
-    for _ in range(s.window):
-        E = _act_maps("relu", t, C / t)[0] if t > 0 else 0.0 * R
-        t, C = a * u + b * t / 2.0, a * u * R + b * E
-        ts.append(t)
-        Cs.append(C)
-    c_o = _act_maps("relu", ts[-1], Cs[-1] / ts[-1])[0] if ts[-1] > 0 else 0.0 * R
-    gain_v, vh = 0.0, o
-    gain_c: Any = 0.0 * R
-    ch: Any = o + 0.0 * R
-    for k in range(s.window - 1, -1, -1):  # E[relu'^2] = 1/2; pairs: 1/4 + arcsin(rho_k) / (2 pi)
-        dc = ch * (_act_maps("relu", ts[k], Cs[k] / ts[k])[1] if ts[k] > 0 else 0.25)
-        gain_v, gain_c = gain_v + a * 0.5 * vh, gain_c + a * dc
-        vh, ch = b * 0.5 * vh, b * dc
-    if not hasattr(R, "shape"):
-        c_o, gain_c = float(c_o), float(gain_c)
-    return ts[-1] / 2.0, c_o, gain_v, gain_c
-
-
 def _branch_pair_cov(
     s: SubSpec, f: dict[str, Any], pc: _PairCov, Cu: Any, u: float, ru: float, Rpre: Any = None
 ) -> Any:
@@ -825,7 +800,8 @@ def _branch_pair_cov(
         m1, f["dphi_pairs"] = _act_maps(s.act, s.d * s.s1 * u, Cu / u if u > 0 else Cu)  # the backward's at this input
         return s.dff * s.s2 * m1 + s.b_out
     if s.kind == "rnn":
-        _, c_o, _, f["rnn_gain_pairs"] = _rnn_moments(s, u, Cu / u if u > 0 else Cu)
+        R = Cu / u if u > 0 else Cu
+        _, c_o, _, f["rnn_gain_pairs"] = local_rnn_moments(u, R, s.window, s.d * s.s1, s.d * s.shh2, s.d * s.s2)
         return s.d * s.s2 * c_o + s.b_out
     if "causal" not in f:
         return pc.uniform(f["cov"])
