@@ -467,7 +467,7 @@ class SpeechTranslationModel(StackModel):
                         cache: DecodeCache | None = None) -> torch.Tensor:
         """(R, t) prefixes -> (R, V) fp32 log-probabilities of the next token; PAD (and BOS unless it is EOS) banned.
         With a ``cache`` holding the first t - 1 tokens of every row, only the last token runs through the decoder."""
-        if cache is None or self.decoder.pos_bias is not None:
+        if cache is None:
             h = self.decode(prefix, memory, memory_mask)[:, -1]
         else:
             start = prefix.shape[1] - 1 if len(cache) else 0  # the first call fills the cache with the whole prefix
@@ -479,9 +479,10 @@ class SpeechTranslationModel(StackModel):
         return F.log_softmax(logits, dim=-1)
 
     def _decode_cache(self, use_cache: bool) -> DecodeCache | None:
-        """A key/value cache for incremental decoding, or None: a decoder with a local RNN re-reads its window of
-        earlier inputs at every layer, which the cache does not hold, so it decodes whole prefixes."""
-        return DecodeCache() if use_cache and not self.decoder.local_rnn else None
+        """A key/value cache for incremental decoding, or None where the decoder needs more than the earlier keys
+        and values (logit position biases over the whole prefix; a local RNN re-reading its window of earlier
+        inputs at every layer): it then decodes whole prefixes."""
+        return DecodeCache() if use_cache and self.decoder.pos_bias is None and not self.decoder.local_rnn else None
 
     @torch.no_grad()
     def greedy_decode(
