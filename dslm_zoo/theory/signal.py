@@ -849,8 +849,9 @@ def _branch_pair_grad(
 # weight-gradient row takes the output projection's input moments of the block after the step (the next step's
 # first), one block past the block it stands for rather than k - 1 blocks before it.
 # The token correlation limits the step too: its change per block, relative to max(|r|, STEP_CORR_FLOOR), stays
-# under STEP_TOL_CORR (a step's weight-gradient rows read the attention moments at the step's first input, and
-# those move with r). Raising the floor to 0.1 put a 1000-layer DSLM GPT's rows 2.8% off the exact ones, 0.2 13%.
+# under STEP_TOL_CORR (a step evaluates the attention at its first input, and the attention moments move with r).
+# Raising the floor to 0.1 put a 1000-layer DSLM GPT's rows 2.85% off the exact ones, 0.2 12.9% (the worst rows
+# then are token correlations; benchmarks/predict_speed.py's max-dev measure).
 # Measured against the block-by-block recursion on the zoo's 1000-layer configs: benchmarks/predict_speed.py.
 STEP_TOL = 0.02
 STEP_TOL_CORR = 0.02
