@@ -84,15 +84,14 @@ def _split_files(folder: Path) -> dict[str, list[Path]]:
 
 
 def fetch_wikitext(local: str | None = None, *, revision: str | None = None,
-                   cache_dir: str | Path | None = None) -> tuple[Path, str]:
-    """The folder holding the parquet shards and where it came from: ``local`` as given, or the Hugging Face
-    cache, downloading into it when the hub is reachable and ``HF_HUB_OFFLINE`` is not set."""
+                   cache_dir: str | Path | None = None) -> tuple[dict[str, list[Path]], str]:
+    """The parquet shards of each split and where they came from: ``local`` as given, or the Hugging Face cache,
+    downloading into it when the hub is reachable and ``HF_HUB_OFFLINE`` is not set."""
     if local is not None:
         folder = Path(local).expanduser()
         if not folder.is_dir():
             raise DataNotFoundError(f"--local {NAME}={local}: not a directory")
-        _split_files(folder)
-        return folder, f"local folder {folder}"
+        return _split_files(folder), f"local folder {folder}"
     from .._hub import _hf_mode
 
     cache_only, mode = _hf_mode(cache_dir)
@@ -109,8 +108,7 @@ def fetch_wikitext(local: str | None = None, *, revision: str | None = None,
             f"copy the cache here (HF_HUB_CACHE) or pass the folder: dslm-zoo data prepare {NAME} --local {NAME}=DIR"
         ) from None
     folder = Path(snap)
-    _split_files(folder)
-    return folder, f"Hugging Face {REPO_ID}@{folder.name} ({mode})"
+    return _split_files(folder), f"Hugging Face {REPO_ID}@{folder.name} ({mode})"
 
 
 def _rows(path: Path) -> list[str]:
@@ -135,8 +133,7 @@ def prepare_wikitext(local: Any = None, vocab_size: int = 8192, out: str | None 
         if unknown:
             raise ValueError(f"--local for {NAME}: only {NAME}=DIR is read, got {sorted(unknown)}")
         local = local.get(NAME)
-    folder, origin = fetch_wikitext(local, revision=revision, cache_dir=cache_dir)
-    files = _split_files(folder)
+    files, origin = fetch_wikitext(local, revision=revision, cache_dir=cache_dir)
     dedup = ParagraphFilter()
     docs: dict[str, list[str]] = {s: [] for s in SPLITS}
     words = {s: 0 for s in SPLITS}
@@ -150,7 +147,7 @@ def prepare_wikitext(local: Any = None, vocab_size: int = 8192, out: str | None 
                     words[split] += len(text.split())
     empty = [s for s in SPLITS if not docs[s]]
     if empty:
-        raise RuntimeError(f"{folder}: split(s) {empty} yielded no article (is this WikiText's raw layout?)")
+        raise RuntimeError(f"{origin}: split(s) {empty} yielded no article (is this WikiText's raw layout?)")
     manifest = {
         "name": NAME, "licence": LICENCE, "origin": origin, "repo_id": REPO_ID, "config": CONFIG,
         "files": [{"split": s, "name": p.name, "sha256": sha256_file(p)} for s in SPLITS for p in files[s]],
