@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .._hub import sha256_file
 
-__all__ = ["Package", "ParagraphFilter", "Source", "build_corpus", "split_of", "write_corpus", "TOKENIZERS"]
+__all__ = ["Package", "ParagraphFilter", "Source", "build_corpus", "check_tokenizers", "split_of", "write_corpus", "TOKENIZERS"]
 
 SPLITS = ("train", "validation", "test")
 TOKENIZERS = ("wordpiece", "bpe")
@@ -120,9 +120,7 @@ def build_corpus(
     """
     from tqdm import tqdm
 
-    bad = [t for t in tokenizers if t not in TOKENIZERS]
-    if bad:  # before any download
-        raise ValueError(f"unknown tokenizer(s) {bad}; expected {list(TOKENIZERS)}")
+    check_tokenizers(tokenizers)  # before any download
     local = dict(local or {})
     docs: dict[str, list[str]] = {s: [] for s in SPLITS}
     words: dict[str, dict[str, int]] = {}
@@ -160,6 +158,13 @@ def build_corpus(
     return write_corpus(docs, dest, manifest, tokenizers=tokenizers, vocab_size=vocab_size)
 
 
+def check_tokenizers(tokenizers: Sequence[str]) -> None:
+    """Refuse unknown tokenizer names (callers check before they download anything)."""
+    bad = [t for t in tokenizers if t not in TOKENIZERS]
+    if bad:
+        raise ValueError(f"unknown tokenizer(s) {bad}; expected {list(TOKENIZERS)}")
+
+
 class ParagraphFilter:
     """Drops exact-duplicate paragraphs (whitespace and case folded) across everything it is shown."""
 
@@ -186,9 +191,7 @@ def write_corpus(docs: Mapping[str, Sequence[str]], dest: Path, manifest: dict[s
     into place) with ``manifest`` (plus the documents and token counts per tokenizer and split)."""
     from .text import _encode_docs
 
-    bad = [t for t in tokenizers if t not in TOKENIZERS]
-    if bad:
-        raise ValueError(f"unknown tokenizer(s) {bad}; expected {list(TOKENIZERS)}")
+    check_tokenizers(tokenizers)
     tmp_dest = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp_dest, ignore_errors=True)
     tmp_dest.mkdir(parents=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .._hub import sha256_file
-from .corpus import SPLITS, ParagraphFilter, write_corpus
+from .corpus import SPLITS, ParagraphFilter, check_tokenizers, write_corpus
 from .text import DataNotFoundError, data_root
 
 __all__ = ["REPO_ID", "CONFIG", "detokenize", "read_articles", "fetch_wikitext", "prepare_wikitext"]
@@ -128,6 +128,7 @@ def prepare_wikitext(local: Any = None, vocab_size: int = 8192, out: str | None 
     ``--local`` mapping of ``dslm-zoo data prepare`` with a ``wikitext-103`` entry."""
     from tqdm import tqdm
 
+    check_tokenizers(tokenizers)  # before any download
     if isinstance(local, dict):
         unknown = set(local) - {NAME}
         if unknown:
