@@ -77,6 +77,8 @@ def test_local_rnn_moments_match_monte_carlo(window, r, rho, s_hh):
         fv, fc = fv + a / R, fc + b / R
         a, b = _pair_stats(x.grad[:, window - 1 : N - window + 1])  # tokens read by every window
         gv, gc = gv + a / R, gc + b / R
+    print(f"\nwindow {window} r {r} rho {rho} d*s_hh^2 {s_hh}: forward var {fv / theory.var - 1:+.1%}, input grad var "
+          f"{gv / theory.grad_var - 1:+.1%}")
     assert fv == pytest.approx(theory.var, rel=0.06)
     assert abs(fc - theory.cov) < 0.06 * theory.var
     assert gv == pytest.approx(theory.grad_var, rel=0.06)
@@ -152,6 +154,8 @@ def test_prediction_matches_measurement_with_a_local_rnn(family, norm_first):
     pairs = list(predict_and_measure(make, tokens, 8, seq_len=32))
     _, m, c = average_pairs(pairs)
     s, a = c.summary, across_models(pairs)
+    print(f"\n{family} local_rnn=4 {'Pre' if norm_first else 'Post'}-LN: fwd max {100 * s['fwd_var_max_err']:.2f}%, "
+          f"sums max {100 * s['sum_var_max_err']:.2f}%, grad ratio x{s['grad_ratio_rel']:.3f}")
     assert m.kind[1] == "rnn"
     assert s["fwd_var_max_err"] < 0.06 and s["sum_var_max_err"] < 0.06
     assert abs(s["grad_ratio_rel"] - 1.0) < 0.15
